@@ -1,0 +1,2 @@
+//! The Kubernetes-style HTTPS API server over the store.
+

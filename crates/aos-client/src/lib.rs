@@ -1,0 +1,2 @@
+//! HTTPS client for the aos API, kubeconfig handling, and the watch/reflect/controller runtime.
+

@@ -1,0 +1,2 @@
+//! Controllers of the control plane: deployments, replica sets, garbage collection, namespaces.
+

@@ -1,0 +1,2 @@
+//! The OCI image store, the Dockerfile builder, and image import/export.
+
