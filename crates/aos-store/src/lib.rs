@@ -12,6 +12,32 @@
 //!
 //! **Architecture invariant:** a write future resolves `Ok` only after the
 //! write is durable (committed with `synchronous=FULL` in WAL mode).
+//!
+//! Modules:
+//! - [`sqlite`]: [`sqlite::SqliteStore`], the embedded backend (group commit on
+//!   one writer thread, watch with history catch-up, compaction, metrics).
+//! - [`encrypt`]: [`encrypt::EncryptingStore`], a wrapper that seals values
+//!   under chosen prefixes (Secrets) with XChaCha20-Poly1305, and
+//!   [`encrypt::KeyFile`].
+//! - [`metrics`]: [`metrics::StoreMetrics`], Prometheus text for `/metrics`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use aos_store::Store;
+//! use aos_store::encrypt::{EncryptingStore, KeyFile};
+//! use aos_store::sqlite::{SqliteOptions, SqliteStore};
+//!
+//! let sqlite = SqliteStore::open("data/store.db".as_ref(), SqliteOptions::default())?;
+//! let metrics = sqlite.metrics(); // metrics.render() for /metrics
+//! let key = KeyFile::load_or_create("data/secrets.key".as_ref())?;
+//! let prefixes = vec!["/registry/core/secrets/".to_string()];
+//! let store: Arc<dyn Store> = Arc::new(EncryptingStore::new(sqlite, key, prefixes));
+//! store.create("/registry/core/configmaps/default/a", b"{}".to_vec()).await?;
+//! # let _ = metrics;
+//! # Ok(())
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -20,6 +46,22 @@ use std::fmt;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+
+pub mod encrypt;
+mod keyrange;
+pub mod metrics;
+pub mod sqlite;
+
+pub use keyrange::prefix_end;
+
+/// The largest value the store accepts, in bytes (3 MiB).
+///
+/// etcd's default request limit is 1.5 MiB and Kubernetes caps a Secret or
+/// ConfigMap at 1 MiB; 3 MiB leaves room for large objects (CRDs, big
+/// ConfigMaps with managed fields) while keeping one write, its history row and
+/// a watch event comfortably in memory. Larger values fail with
+/// [`StoreError::ValueTooLarge`] (the API server answers 413).
+pub const MAX_VALUE_BYTES: usize = 3 * 1024 * 1024;
 
 /// A store revision. Starts at 1 for the first write; 0 means "no revision".
 pub type Revision = i64;
@@ -114,6 +156,42 @@ pub enum StoreError {
     /// The backend failed (I/O, corruption, ...).
     #[error("store backend: {0}")]
     Backend(String),
+    /// The value is larger than the store accepts (see [`MAX_VALUE_BYTES`]);
+    /// the API server answers 413.
+    #[error("value of key {key} is {size} bytes, over the limit of {limit} bytes")]
+    ValueTooLarge {
+        /// The key.
+        key: String,
+        /// The value's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// `compact` was asked for a revision the store has not reached yet.
+    #[error("cannot compact at revision {requested}: the current revision is {current}")]
+    FutureRevision {
+        /// The revision asked for.
+        requested: Revision,
+        /// The store's current revision.
+        current: Revision,
+    },
+    /// A watcher fell behind the store's event buffer and missed events; the
+    /// watch ends and the caller must re-list (the API server treats it like
+    /// `Compacted`: the client gets 410 Gone or a closed watch).
+    #[error("watcher fell behind after revision {last}; re-list and watch again")]
+    WatcherLagged {
+        /// The last revision the watcher saw.
+        last: Revision,
+    },
+    /// A stored value could not be decrypted (wrong or missing key, or
+    /// corrupted data). Never returned as garbage plaintext.
+    #[error("cannot decrypt the value of key {key}: {reason}")]
+    Decrypt {
+        /// The key.
+        key: String,
+        /// Why decryption failed.
+        reason: String,
+    },
 }
 
 /// A stream of watch events. The stream ends only when the store shuts down
