@@ -1,0 +1,318 @@
+//! `aos up` (the whole platform) and `aos server` (the control plane alone), in the foreground.
+//!
+//! Composition, in order: the SQLite store at `DATA_DIR/store.db` wrapped in the encrypting
+//! store (Secrets sealed at rest, key in `DATA_DIR/secrets.key`), its background compactor,
+//! the API server (which writes `DATA_DIR/kubeconfig.yaml`), and the controllers, which talk
+//! to the API server over loopback HTTPS with that kubeconfig exactly as a controller on
+//! another machine would. One `CancellationToken` stops everything: SIGINT or SIGTERM
+//! cancels it, the tasks drain within the grace period, and a second signal exits at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use aos_apiserver::{ApiServer, Config};
+use aos_client::Client;
+use aos_store::Store;
+use aos_store::encrypt::{EncryptingStore, KeyFile};
+use aos_store::sqlite::{SqliteOptions, SqliteStore};
+use clap::Args;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::cmd::apply::apply_one;
+use crate::cmd::wait::parse_duration;
+use crate::manifests::{Source, parse_items};
+
+/// The store key prefix whose values are encrypted at rest.
+const SECRETS_PREFIX: &str = "/registry/core/secrets/";
+/// How often the compactor runs.
+const COMPACT_INTERVAL: Duration = Duration::from_secs(60);
+/// How many revisions of history the compactor keeps for watchers to resume from.
+const COMPACT_RETAIN_REVISIONS: i64 = 10_000;
+
+/// The seed's manifests that `--demo` applies, embedded at build time.
+const DEMO_MANIFESTS: [(&str, &str); 2] = [
+    (
+        "examples/seed/namespace.yaml",
+        include_str!("../../../../examples/seed/namespace.yaml"),
+    ),
+    (
+        "examples/seed/deployment.yaml",
+        include_str!("../../../../examples/seed/deployment.yaml"),
+    ),
+];
+
+/// Which components a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `aos up`: everything.
+    All,
+    /// `aos server`: store, API server and controllers.
+    ControlPlane,
+}
+
+/// Arguments of `aos up` and `aos server`.
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// State directory (default: $AOS_DATA_DIR, else /var/lib/aos as root, else $XDG_DATA_HOME/aos).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the HTTPS API.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
+    api_listen: SocketAddr,
+    /// Address the gateway serves traffic on (default 127.0.0.1:8080; the gateway is not built yet).
+    #[arg(long, value_name = "ADDR")]
+    gateway_listen: Option<SocketAddr>,
+    /// Address of the gateway's /metrics and /readyz (default 127.0.0.1:9901; not built yet).
+    #[arg(long, value_name = "ADDR")]
+    gateway_admin_listen: Option<SocketAddr>,
+    /// Extra host names or addresses for the API server's certificate.
+    #[arg(long = "tls-san", value_name = "HOST")]
+    external_hosts: Vec<String>,
+    /// Create namespace agent-os and apply the seed's agent-registry Deployment once ready.
+    #[arg(long)]
+    demo: bool,
+    /// Log filter (overrides RUST_LOG), e.g. `info` or `aos_apiserver=debug,info`.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// How long running work may take to stop after SIGINT/SIGTERM.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+}
+
+pub(crate) fn run(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
+    init_logging(args.log_level.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("aos")
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(up(args, mode));
+    // Tasks still running after the grace period are dropped with the runtime.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => {
+            EnvFilter::try_new(level).with_context(|| format!("invalid --log-level {level:?}"))?
+        }
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .init();
+    Ok(())
+}
+
+async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let data_dir = match args.data_dir {
+        Some(dir) => dir,
+        None => crate::paths::default_data_dir()?,
+    };
+    create_private_dir(&data_dir)?;
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_signals(cancel.clone()));
+
+    let store = open_store(&data_dir, &cancel)?;
+    let server = ApiServer::bind(
+        Config {
+            listen: args.api_listen,
+            data_dir: data_dir.clone(),
+            external_hosts: args.external_hosts,
+        },
+        store,
+    )
+    .await
+    .with_context(|| format!("cannot start the API server on {}", args.api_listen))?;
+    let api_addr = server.local_addr();
+    let kubeconfig = server.kubeconfig_path().to_path_buf();
+
+    let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    let serve_cancel = cancel.clone();
+    tasks.spawn(async move {
+        (
+            "api server",
+            server
+                .serve(serve_cancel)
+                .await
+                .map_err(anyhow::Error::from),
+        )
+    });
+
+    let client = crate::cmd::client_from(&kubeconfig)?;
+    let controller_client = client.clone();
+    let controller_cancel = cancel.clone();
+    tasks.spawn(async move {
+        let result = aos_controller::run_all(controller_client, controller_cancel)
+            .await
+            .map_err(anyhow::Error::from);
+        ("controllers", result)
+    });
+
+    wait_ready(&client, &cancel).await?;
+    info!(
+        api = %format!("https://{api_addr}"),
+        kubeconfig = %kubeconfig.display(),
+        data_dir = %data_dir.display(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "aos is ready"
+    );
+    if mode == Mode::All {
+        if args.gateway_listen.is_some() || args.gateway_admin_listen.is_some() {
+            warn!(
+                "the gateway is not built yet: --gateway-listen and --gateway-admin-listen are ignored"
+            );
+        }
+        info!("the node agent and the gateway are not built yet: pods stay Pending");
+    }
+    if args.demo {
+        let demo_client = client.clone();
+        tokio::spawn(async move { demo(&demo_client).await });
+    }
+
+    let mut failure = None;
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        Some(joined) = tasks.join_next() => {
+            let (name, result) = flatten(joined);
+            match result {
+                Ok(()) => error!(component = name, "stopped unexpectedly"),
+                Err(e) => error!(component = name, error = %format!("{e:#}"), "failed"),
+            }
+            failure = Some(anyhow::anyhow!("{name} stopped unexpectedly"));
+            cancel.cancel();
+        }
+    }
+    info!(grace = ?args.shutdown_grace, "shutting down");
+    let drained = tokio::time::timeout(args.shutdown_grace, async {
+        while let Some(joined) = tasks.join_next().await {
+            let (name, result) = flatten(joined);
+            if let Err(e) = result {
+                warn!(component = name, error = %format!("{e:#}"), "error while stopping");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!("some components did not stop within the grace period; exiting anyway");
+        tasks.abort_all();
+    }
+    info!("aos stopped");
+    failure.map_or(Ok(()), Err)
+}
+
+fn flatten(
+    joined: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>,
+) -> (&'static str, anyhow::Result<()>) {
+    joined.unwrap_or_else(|e| {
+        (
+            "task",
+            Err(anyhow::anyhow!("task panicked or was cancelled: {e}")),
+        )
+    })
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
+}
+
+/// The SQLite store, compacted in the background, behind the Secrets encryption.
+fn open_store(data_dir: &Path, cancel: &CancellationToken) -> anyhow::Result<Arc<dyn Store>> {
+    let db = data_dir.join("store.db");
+    let sqlite = SqliteStore::open(&db, SqliteOptions::default())
+        .with_context(|| format!("cannot open the store {}", db.display()))?;
+    sqlite.spawn_compactor(COMPACT_INTERVAL, COMPACT_RETAIN_REVISIONS, cancel.clone());
+    let key_path = data_dir.join("secrets.key");
+    let key = KeyFile::load_or_create(&key_path)
+        .with_context(|| format!("cannot load the encryption key {}", key_path.display()))?;
+    Ok(Arc::new(EncryptingStore::new(
+        sqlite,
+        key,
+        vec![SECRETS_PREFIX.to_string()],
+    )))
+}
+
+/// Poll `/readyz` on loopback until it answers 200 (a few milliseconds after `serve` starts).
+async fn wait_ready(client: &Client, cancel: &CancellationToken) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut delay = Duration::from_millis(2);
+    loop {
+        if crate::api::ready(client).await {
+            return Ok(());
+        }
+        if cancel.is_cancelled() {
+            anyhow::bail!("stopped before the API server was ready");
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the API server did not become ready within 30 s");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Stop on the first SIGINT/SIGTERM; exit at once on the second.
+async fn stop_on_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers; stop aos with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!(signal = "SIGTERM", "stopping"),
+        _ = int.recv() => info!(signal = "SIGINT", "stopping"),
+    }
+    cancel.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    warn!("second signal: exiting without waiting");
+    std::process::exit(130);
+}
+
+/// `--demo`: apply the seed's namespace and Deployment.
+async fn demo(client: &Client) {
+    let sources: Vec<Source> = DEMO_MANIFESTS
+        .iter()
+        .map(|(name, text)| Source {
+            name: (*name).to_string(),
+            text: (*text).to_string(),
+        })
+        .collect();
+    let (mut items, errors) = parse_items(&sources, None);
+    for e in errors {
+        error!(error = %e, "demo manifest");
+    }
+    items.sort_by_key(|item| item.rt.kind != "Namespace" || !item.rt.group.is_empty());
+    for item in &items {
+        let mut warnings = Vec::new();
+        match apply_one(client, item, &mut |w| warnings.push(w)).await {
+            Ok(outcome) => {
+                info!(object = %crate::output::object_ref(item.rt, &item.name), outcome = outcome.as_str(), "demo applied")
+            }
+            Err(e) => error!(origin = %item.origin, error = %e, "demo apply failed"),
+        }
+        for w in warnings {
+            warn!(origin = %item.origin, "{w}");
+        }
+    }
+}
