@@ -237,6 +237,16 @@ pub trait Cluster: Send + Sync + 'static {
         patch: &Patch,
         subresource: Option<&str>,
     ) -> Result<Value, ClusterError>;
+    /// POST to a subresource of one object, e.g. a `v1` `Binding` to `pods/{name}/binding`.
+    /// Answers the response body (Kubernetes answers a binding with a `Status`).
+    async fn create_subresource(
+        &self,
+        rt: &'static ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        subresource: &str,
+        obj: &Value,
+    ) -> Result<Value, ClusterError>;
     /// DELETE.
     async fn delete(
         &self,

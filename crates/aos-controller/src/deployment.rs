@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aos_types::hash::{POD_TEMPLATE_HASH_LABEL, pod_template_hash};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -16,7 +17,6 @@ use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, ClusterError, DeleteParams, ObjectKey};
 use crate::events::{EventType, Recorder};
-use crate::hash::{POD_TEMPLATE_HASH_LABEL, normalize_template, pod_template_hash};
 use crate::kinds::Kinds;
 use crate::meta::{self, Clock, OwnerRef};
 use crate::runtime::{Action, Cache, Controller, Informer, InformerEvent};
@@ -1141,4 +1141,40 @@ impl<'a> Sync<'a> {
         }
         Action::requeue(Duration::from_secs(after as u64))
     }
+}
+
+/// The template with nulls and the hash label removed, for comparing templates
+/// (Kubernetes' `EqualIgnoreHash`).
+pub fn normalize_template(template: &Value) -> Value {
+    fn strip_nulls(v: &Value) -> Option<Value> {
+        match v {
+            Value::Null => None,
+            Value::Object(m) => Some(Value::Object(
+                m.iter()
+                    .filter_map(|(k, v)| strip_nulls(v).map(|v| (k.clone(), v)))
+                    .collect(),
+            )),
+            Value::Array(a) => Some(Value::Array(
+                a.iter()
+                    .map(|v| strip_nulls(v).unwrap_or(Value::Null))
+                    .collect(),
+            )),
+            other => Some(other.clone()),
+        }
+    }
+    let mut t = strip_nulls(template).unwrap_or(Value::Null);
+    if let Some(meta) = t.get_mut("metadata").and_then(Value::as_object_mut) {
+        if let Some(labels) = meta.get_mut("labels").and_then(Value::as_object_mut) {
+            labels.remove(POD_TEMPLATE_HASH_LABEL);
+            if labels.is_empty() {
+                meta.remove("labels");
+            }
+        }
+        if meta.is_empty() {
+            t.as_object_mut()
+                .expect("template is an object")
+                .remove("metadata");
+        }
+    }
+    t
 }

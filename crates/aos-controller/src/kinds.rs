@@ -15,6 +15,12 @@ pub struct Kinds {
     pub namespaces: &'static ResourceType,
     /// `v1` Events.
     pub events: &'static ResourceType,
+    /// `v1` Nodes.
+    pub nodes: &'static ResourceType,
+    /// `v1` Services.
+    pub services: &'static ResourceType,
+    /// `v1` Endpoints.
+    pub endpoints: &'static ResourceType,
     /// Every served type (the garbage collector and the namespace controller walk them).
     pub all: Vec<&'static ResourceType>,
 }
@@ -39,6 +45,9 @@ impl Kinds {
             pods: find("v1", "Pod")?,
             namespaces: find("v1", "Namespace")?,
             events: find("v1", "Event")?,
+            nodes: find("v1", "Node")?,
+            services: find("v1", "Service")?,
+            endpoints: find("v1", "Endpoints")?,
             all: aos_types::resource::all().iter().collect(),
         })
     }
@@ -88,6 +97,8 @@ pub(crate) mod tests {
     pub(crate) static EVENTS: ResourceType = rt("", "Event", "events", true, false);
     pub(crate) static CONFIGMAPS: ResourceType = rt("", "ConfigMap", "configmaps", true, false);
     pub(crate) static NODES: ResourceType = rt("", "Node", "nodes", false, true);
+    pub(crate) static SERVICES: ResourceType = rt("", "Service", "services", true, true);
+    pub(crate) static ENDPOINTS: ResourceType = rt("", "Endpoints", "endpoints", true, false);
 
     /// The kinds of the tests' fake cluster.
     pub(crate) fn kinds() -> Kinds {
@@ -97,9 +108,14 @@ pub(crate) mod tests {
             pods: &PODS,
             namespaces: &NAMESPACES,
             events: &EVENTS,
+            nodes: &NODES,
+            services: &SERVICES,
+            endpoints: &ENDPOINTS,
             all: vec![
                 &NAMESPACES,
                 &NODES,
+                &SERVICES,
+                &ENDPOINTS,
                 &CONFIGMAPS,
                 &EVENTS,
                 &PODS,
@@ -107,6 +123,16 @@ pub(crate) mod tests {
                 &DEPLOYMENTS,
             ],
         }
+    }
+
+    #[test]
+    fn the_served_table_has_every_kind_the_controllers_need() {
+        let k = Kinds::from_table().expect("every kind resolves");
+        assert_eq!(
+            (k.nodes.plural, k.services.plural, k.endpoints.plural),
+            ("nodes", "services", "endpoints")
+        );
+        assert!(!k.nodes.namespaced && k.services.namespaced && k.endpoints.namespaced);
     }
 
     #[test]

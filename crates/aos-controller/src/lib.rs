@@ -1,4 +1,5 @@
-//! Controllers of the control plane: deployments, replica sets, garbage collection, namespaces.
+//! Controllers of the control plane: deployments, replica sets, the scheduler, Endpoints,
+//! garbage collection, namespaces.
 //!
 //! The controllers see the cluster only through the public API ([`cluster::Cluster`],
 //! implemented for `aos_client::Client`), exactly as a controller on another machine would.
@@ -18,15 +19,16 @@ use tokio_util::sync::CancellationToken;
 
 pub mod cluster;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
-pub mod hash;
 pub mod kinds;
 pub mod meta;
 pub mod metrics;
 pub mod namespace;
 pub mod replicaset;
 pub mod runtime;
+pub mod scheduler;
 pub mod selector;
 #[cfg(test)]
 mod testing;
@@ -53,8 +55,12 @@ pub enum ControllerError {
 /// Settings of the controller manager.
 #[derive(Clone)]
 pub struct ControllerOptions {
-    /// Mark unbound pods `PodScheduled=False` (`Unschedulable`). Set to `false` when a
-    /// scheduler runs: this is the hook a scheduler replaces.
+    /// Run the scheduler ([`scheduler`]): it binds pending pods to nodes and owns their
+    /// `PodScheduled` condition. Turn it off when another scheduler binds the pods.
+    pub scheduler: bool,
+    /// With the scheduler off: mark every unbound pod `PodScheduled=False` (`Unschedulable`,
+    /// "no nodes available to schedule pods"), the stop-gap of [`unschedulable`]. Ignored
+    /// while the scheduler runs.
     pub mark_unschedulable: bool,
     /// Workers per controller.
     pub workers: usize,
@@ -65,6 +71,7 @@ pub struct ControllerOptions {
 impl Default for ControllerOptions {
     fn default() -> Self {
         Self {
+            scheduler: true,
             mark_unschedulable: true,
             workers: 2,
             clock: Arc::new(SystemClock),
@@ -75,6 +82,7 @@ impl Default for ControllerOptions {
 impl std::fmt::Debug for ControllerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControllerOptions")
+            .field("scheduler", &self.scheduler)
             .field("mark_unschedulable", &self.mark_unschedulable)
             .field("workers", &self.workers)
             .finish_non_exhaustive()
@@ -113,6 +121,9 @@ impl ControllerManager {
             kinds.deployments,
             kinds.replicasets,
             kinds.pods,
+            kinds.nodes,
+            kinds.services,
+            kinds.endpoints,
         ]
         .into_iter()
         .chain(kinds.all.iter().copied().filter(|rt| !gc_ignored(rt)))
@@ -211,7 +222,28 @@ impl ControllerManager {
             cancel.clone(),
         ));
 
-        if self.options.mark_unschedulable {
+        if self.options.scheduler {
+            let nodes = self.informer(self.kinds.nodes);
+            let state = Arc::new(scheduler::SchedulerState::default());
+            let sctx = Arc::new(scheduler::SchedulerContext {
+                cluster: self.cluster.clone(),
+                kinds: self.kinds.clone(),
+                pods: pods.cache().clone(),
+                nodes: nodes.cache().clone(),
+                recorder: self.recorder(scheduler::SCHEDULER_NAME),
+                clock: self.options.clock.clone(),
+                state: state.clone(),
+            });
+            let sctl = scheduler::controller(pods.clone(), nodes, state)
+                .workers(workers)
+                .metrics(self.metrics.clone());
+            tasks.spawn(sctl.run(
+                scheduler::reconcile,
+                scheduler::error_policy,
+                sctx,
+                cancel.clone(),
+            ));
+        } else if self.options.mark_unschedulable {
             let uctx = Arc::new(unschedulable::UnschedulableContext {
                 cluster: self.cluster.clone(),
                 kinds: self.kinds.clone(),
@@ -227,6 +259,36 @@ impl ControllerManager {
                 cancel.clone(),
             ));
         }
+
+        let services = self.informer(self.kinds.services);
+        let endpoints = self.informer(self.kinds.endpoints);
+        let ectx = Arc::new(endpoints::EndpointsContext {
+            cluster: self.cluster.clone(),
+            kinds: self.kinds.clone(),
+            pods: pods.cache().clone(),
+            endpoints: endpoints.cache().clone(),
+        });
+        let ectl = endpoints::controller(services.clone(), pods.clone(), endpoints.clone())
+            .workers(workers)
+            .metrics(self.metrics.clone());
+        let equeue = ectl.queue();
+        tasks.spawn(ectl.run_keyed(
+            endpoints::reconcile,
+            endpoints::error_policy,
+            ectx,
+            cancel.clone(),
+        ));
+        // Endpoints whose Service was deleted while no controller ran.
+        let leftovers_cancel = cancel.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = leftovers_cancel.cancelled() => return,
+                _ = async { services.wait_ready().await; endpoints.wait_ready().await } => {}
+            }
+            for key in endpoints::leftover_keys(services.cache(), endpoints.cache()) {
+                equeue.add(key);
+            }
+        });
 
         let nctx = Arc::new(namespace::NamespaceContext {
             cluster: self.cluster.clone(),
@@ -268,13 +330,23 @@ impl ControllerManager {
     }
 }
 
-/// Run every controller against the API behind `client` until `cancel` fires.
+/// Run every controller, the scheduler included, against the API behind `client` until
+/// `cancel` fires.
 pub async fn run_all(
     client: aos_client::Client,
     cancel: CancellationToken,
 ) -> Result<(), ControllerError> {
+    run_with(client, ControllerOptions::default(), cancel).await
+}
+
+/// As [`run_all`], with `options` (e.g. `scheduler: false` when another scheduler binds pods).
+pub async fn run_with(
+    client: aos_client::Client,
+    options: ControllerOptions,
+    cancel: CancellationToken,
+) -> Result<(), ControllerError> {
     let kinds = Kinds::from_table()?;
-    ControllerManager::new(Arc::new(client), kinds, ControllerOptions::default())
+    ControllerManager::new(Arc::new(client), kinds, options)
         .run(cancel)
         .await
 }

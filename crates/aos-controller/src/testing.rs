@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
 use crate::cluster::fake::FakeCluster;
-use crate::kinds::tests::{DEPLOYMENTS, EVENTS, NAMESPACES, PODS, REPLICASETS, kinds};
+use crate::kinds::tests::{
+    DEPLOYMENTS, ENDPOINTS, EVENTS, NAMESPACES, NODES, PODS, REPLICASETS, SERVICES, kinds,
+};
 use crate::meta::{self, ManualClock};
 use crate::{ControllerManager, ControllerOptions};
 
@@ -39,6 +41,45 @@ pub(crate) fn deployment(name: &str, replicas: i32, image: &str) -> Value {
     })
 }
 
+/// A Ready node with `cpu`, `memory` and 110 pods allocatable.
+pub(crate) fn node(name: &str, cpu: &str, memory: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+        "spec": {},
+        "status": {
+            "capacity": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]
+        }
+    })
+}
+
+/// A bare pod in `default` whose one container requests `cpu` (if any).
+pub(crate) fn pod(name: &str, cpu: Option<&str>) -> Value {
+    let mut c = json!({"name": "app", "image": "app:1"});
+    if let Some(cpu) = cpu {
+        c["resources"] = json!({"requests": {"cpu": cpu, "memory": "64Mi"}});
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+        "spec": {"containers": [c]},
+        "status": {"phase": "Pending"}
+    })
+}
+
+/// The condition of `type_` of an object.
+pub(crate) fn condition(obj: &Value, type_: &str) -> Option<Value> {
+    obj.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
 impl Harness {
     pub(crate) async fn start() -> Self {
         let fake = FakeCluster::new();
@@ -51,6 +92,7 @@ impl Harness {
         .await
         .expect("namespace");
         let options = ControllerOptions {
+            scheduler: true,
             mark_unschedulable: true,
             workers: 2,
             clock: clock.clone(),
@@ -83,9 +125,10 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         panic!(
-            "timed out waiting for: {what}\npods: {:#?}\nreplicasets: {:#?}",
-            self.pods(),
-            self.rses()
+            "timed out waiting for: {what}\npods: {:#}\nreplicasets: {:#}\ndeployments: {:#}",
+            Value::Array(self.pods()),
+            Value::Array(self.rses()),
+            Value::Array(self.fake.objects(&DEPLOYMENTS)),
         );
     }
 
@@ -99,6 +142,43 @@ impl Harness {
 
     pub(crate) fn events(&self) -> Vec<Value> {
         self.fake.objects(&EVENTS)
+    }
+
+    pub(crate) fn pod(&self, name: &str) -> Option<Value> {
+        self.fake.object(&PODS, Some("default"), name)
+    }
+
+    pub(crate) fn endpoints(&self, name: &str) -> Option<Value> {
+        self.fake.object(&ENDPOINTS, Some("default"), name)
+    }
+
+    /// The node a pod is bound to.
+    pub(crate) fn node_of(&self, pod: &str) -> Option<String> {
+        self.pod(pod)?
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    /// The message of a pod's `PodScheduled=False` condition.
+    pub(crate) fn unschedulable_message(&self, pod: &str) -> Option<String> {
+        let c = condition(&self.pod(pod)?, "PodScheduled")?;
+        (c["status"] == "False" && c["reason"] == "Unschedulable")
+            .then(|| c["message"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Change a node as its agent or an admin would.
+    pub(crate) fn update_node(&self, name: &str, f: impl FnOnce(&mut Value)) {
+        self.fake
+            .modify(&NODES, None, name, f)
+            .expect("node exists");
+    }
+
+    /// Change a pod as its node agent or a user would.
+    pub(crate) fn update_pod(&self, name: &str, f: impl FnOnce(&mut Value)) {
+        self.fake
+            .modify(&PODS, Some("default"), name, f)
+            .expect("pod exists");
     }
 
     pub(crate) fn deployment(&self, name: &str) -> Option<Value> {
@@ -126,6 +206,9 @@ impl Harness {
             Some("Deployment") => &DEPLOYMENTS,
             Some("ReplicaSet") => &REPLICASETS,
             Some("Pod") => &PODS,
+            Some("Node") => &NODES,
+            Some("Service") => &SERVICES,
+            Some("Endpoints") => &ENDPOINTS,
             other => panic!("no test type for {other:?}"),
         };
         self.fake

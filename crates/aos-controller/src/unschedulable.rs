@@ -1,12 +1,11 @@
-//! Stand-in for a scheduler: with no nodes to place pods on, every unbound
-//! pod is reported as `PodScheduled=False` (reason `Unschedulable`).
+//! Stand-in for a scheduler, for a control plane run without [`crate::scheduler`]
+//! ([`crate::ControllerOptions::scheduler`] off, `mark_unschedulable` on): every unbound
+//! pod is reported as `PodScheduled=False` (reason `Unschedulable`, "no nodes available to
+//! schedule pods"). When the scheduler runs, it owns the condition and this does not run.
 //!
-//! **Hook for a scheduler:** run the manager with
-//! [`crate::ControllerOptions::mark_unschedulable`] set to `false` when a
-//! scheduler binds pods. The status write here is conditional on the pod's
-//! resourceVersion, so a pod that a scheduler bound in the meantime is never
-//! marked: the write fails with a conflict, the pod is looked at again, and
-//! now it has a node.
+//! The status write here is conditional on the pod's resourceVersion, so a pod that a
+//! scheduler bound in the meantime is never marked: the write fails with a conflict, the
+//! pod is looked at again, and now it has a node.
 
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use crate::meta::{self, Clock};
 use crate::runtime::{Action, Controller, Informer};
 
 /// The message of the condition, as Kubernetes' scheduler words it with no nodes.
-pub const NO_NODES_MESSAGE: &str = "no nodes available to schedule pods";
+pub const NO_NODES_MESSAGE: &str = crate::scheduler::NO_NODES_MESSAGE;
 
 /// What the controller works with.
 pub struct UnschedulableContext {

@@ -149,6 +149,24 @@ impl Cluster for Client {
             .value)
     }
 
+    async fn create_subresource(
+        &self,
+        rt: &'static ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        subresource: &str,
+        obj: &Value,
+    ) -> Result<Value, ClusterError> {
+        let path = aos_client::resource_path(rt, ns, Some(name), Some(subresource));
+        let body = serde_json::to_vec(obj).map_err(|e| ClusterError::Transport(e.to_string()))?;
+        let answer = Client::raw(self, http::Method::POST, &path, Some(body)).await?;
+        if answer.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&answer)
+            .map_err(|e| ClusterError::Transport(format!("decoding the answer of {path}: {e}")))
+    }
+
     async fn delete(
         &self,
         rt: &'static ResourceType,

@@ -6,7 +6,7 @@
 //! It is for tests: everything lives in one mutex, and nothing is validated.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use aos_types::ResourceType;
@@ -50,6 +50,7 @@ pub struct FakeCluster {
     tx: broadcast::Sender<Change>,
     calls: Mutex<BTreeMap<String, u64>>,
     uid_seq: AtomicU64,
+    serve_binding: AtomicBool,
 }
 
 impl std::fmt::Debug for FakeCluster {
@@ -105,6 +106,7 @@ impl Default for FakeCluster {
             tx,
             calls: Mutex::default(),
             uid_seq: AtomicU64::new(1),
+            serve_binding: AtomicBool::new(false),
         }
     }
 }
@@ -133,6 +135,12 @@ impl FakeCluster {
             .get(&format!("{verb} {plural}"))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Serve `POST pods/{name}/binding` as Kubernetes does (off by default, as in aos's API
+    /// server today: the answer is then 404 "the server could not find the requested resource").
+    pub fn serve_binding(&self, on: bool) {
+        self.serve_binding.store(on, Ordering::Relaxed);
     }
 
     /// Make the next `verb` on `rt` fail with `err`.
@@ -626,6 +634,84 @@ impl Cluster for FakeCluster {
             }
         }
         Ok(self.commit_update(&mut inner, key, new))
+    }
+
+    async fn create_subresource(
+        &self,
+        rt: &'static ResourceType,
+        ns: Option<&str>,
+        name: &str,
+        subresource: &str,
+        obj: &Value,
+    ) -> Result<Value, ClusterError> {
+        self.count("create_subresource", rt);
+        let mut inner = self.lock();
+        self.injected(&mut inner, "create_subresource", rt)?;
+        if !(rt.kind == "Pod"
+            && subresource == "binding"
+            && self.serve_binding.load(Ordering::Relaxed))
+        {
+            return Err(api_err(
+                404,
+                "NotFound",
+                "the server could not find the requested resource".to_owned(),
+            ));
+        }
+        let key = Self::key(rt, ns, name);
+        let mut pod = inner
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| not_found(rt, name))?;
+        let want_uid = obj
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !want_uid.is_empty() && want_uid != meta::uid(&pod) {
+            return Err(api_err(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on pods/binding \"{name}\": precondition failed: uid"
+                ),
+            ));
+        }
+        let node = obj
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if node.is_empty() {
+            return Err(api_err(
+                422,
+                "Invalid",
+                "target.name: Required value".to_owned(),
+            ));
+        }
+        if let Some(bound) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(api_err(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{bound}\""
+                ),
+            ));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        let mut conditions: Vec<Value> = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+        conditions.push(json!({"type": "PodScheduled", "status": "True",
+            "lastTransitionTime": meta::format_time(jiff::Timestamp::now())}));
+        meta::ensure_object(&mut pod, "status")["conditions"] = Value::Array(conditions);
+        self.commit(&mut inner, key, pod, WatchEventType::Modified);
+        Ok(json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201}))
     }
 
     async fn delete(

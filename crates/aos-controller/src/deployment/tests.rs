@@ -65,7 +65,7 @@ async fn deployment_creates_replica_set_and_pods() {
         assert!(
             suffix
                 .bytes()
-                .all(|c| crate::hash::SAFE_ALPHABET.contains(&c))
+                .all(|c| aos_types::hash::SAFE_ALPHABET.contains(&c))
         );
         assert_eq!(meta::labels(&p)["pod-template-hash"], hash);
         assert_eq!(meta::controller_ref(&p).unwrap().uid, meta::uid(rs));
@@ -410,9 +410,14 @@ async fn progress_deadline_exceeded() {
     let mut d = deployment("stuck", 1, "img:1");
     d["spec"]["progressDeadlineSeconds"] = json!(10);
     h.create(&d).await;
-    h.eventually("progressing", |h| {
-        condition(&h.deployment("stuck").unwrap(), "Progressing")
-            .is_some_and(|c| c["status"] == "True")
+    // Wait for the status to settle (the pod counted, unavailable): a later change would
+    // count as progress and push the deadline past the clock's advance.
+    h.eventually("progressing, settled", |h| {
+        let d = h.deployment("stuck").unwrap();
+        condition(&d, "Progressing").is_some_and(|c| c["status"] == "True")
+            && d["status"]["replicas"] == 1
+            && d["status"]["updatedReplicas"] == 1
+            && d["status"]["unavailableReplicas"] == 1
     })
     .await;
     h.clock.advance(std::time::Duration::from_secs(11));
@@ -498,4 +503,17 @@ fn set_condition_keeps_transition_time_when_status_unchanged() {
             .0,
         t1
     );
+}
+
+#[test]
+fn template_comparison_ignores_nulls_and_the_hash_label() {
+    let a = json!({"metadata": {"labels": {"app": "x", "pod-template-hash": "abc"}},
+                   "spec": {"containers": [{"name": "c", "image": "i", "args": null}]}});
+    let b = json!({"metadata": {"labels": {"app": "x"}, "annotations": null},
+                   "spec": {"containers": [{"image": "i", "name": "c"}]}});
+    assert_eq!(normalize_template(&a), normalize_template(&b));
+    let bare = json!({"metadata": {"labels": {"pod-template-hash": "abc"}}, "spec": {}});
+    assert_eq!(normalize_template(&bare), json!({"spec": {}}));
+    // The hash of the project's one definition ignores the same things.
+    assert_eq!(pod_template_hash(&a, None), pod_template_hash(&b, None));
 }

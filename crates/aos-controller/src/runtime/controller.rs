@@ -165,6 +165,8 @@ impl Controller {
     }
 
     /// Wait for the informers' first lists, then reconcile until `cancel` fires.
+    /// Keys whose object is no longer cached are dropped (see [`Controller::run_keyed`]
+    /// to act on them).
     pub async fn run<Ctx, E, F, Fut, P>(
         self,
         reconcile: F,
@@ -177,6 +179,44 @@ impl Controller {
         F: Fn(Arc<Value>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Action, E>> + Send + 'static,
         P: Fn(Arc<Value>, &E, Arc<Ctx>) -> Action + Send + Sync + 'static,
+    {
+        let reconcile = Arc::new(reconcile);
+        let error_policy = Arc::new(error_policy);
+        self.run_keyed(
+            move |_key, obj, ctx| {
+                let reconcile = reconcile.clone();
+                async move {
+                    match obj {
+                        Some(obj) => reconcile(obj, ctx).await,
+                        None => Ok(Action::await_change()),
+                    }
+                }
+            },
+            move |_key, obj, err, ctx| match obj {
+                Some(obj) => error_policy(obj, err, ctx),
+                None => Action::backoff(),
+            },
+            ctx,
+            cancel,
+        )
+        .await;
+    }
+
+    /// As [`Controller::run`], but every queued key is reconciled, with `None` when its
+    /// object is not (or no longer) cached: the place to clean up after a deleted object, as
+    /// Kubernetes' controllers do when their lister answers "not found".
+    pub async fn run_keyed<Ctx, E, F, Fut, P>(
+        self,
+        reconcile: F,
+        error_policy: P,
+        ctx: Arc<Ctx>,
+        cancel: CancellationToken,
+    ) where
+        Ctx: Send + Sync + 'static,
+        E: Display + Send + 'static,
+        F: Fn(ObjectKey, Option<Arc<Value>>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Action, E>> + Send + 'static,
+        P: Fn(&ObjectKey, Option<Arc<Value>>, &E, Arc<Ctx>) -> Action + Send + Sync + 'static,
     {
         for inf in &self.informers {
             tokio::select! {
@@ -202,13 +242,9 @@ impl Controller {
             let name = self.name;
             tasks.spawn(async move {
                 while let Some(key) = queue.get().await {
-                    let Some(obj) = cache.get(&key) else {
-                        queue.forget(&key);
-                        queue.done(&key);
-                        continue;
-                    };
+                    let obj = cache.get(&key);
                     let started = Instant::now();
-                    let result = reconcile(obj.clone(), ctx.clone()).await;
+                    let result = reconcile(key.clone(), obj.clone(), ctx.clone()).await;
                     let action = match &result {
                         Ok(a) => {
                             queue.forget(&key);
@@ -216,7 +252,7 @@ impl Controller {
                         }
                         Err(e) => {
                             tracing::warn!(controller = name, object = %key, error = %e, "reconcile failed");
-                            error_policy(obj, e, ctx.clone())
+                            error_policy(&key, obj, e, ctx.clone())
                         }
                     };
                     if let Some(m) = &metrics {
