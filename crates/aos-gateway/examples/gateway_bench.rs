@@ -1,0 +1,107 @@
+//! Run the gateway from a static configuration file, without the rest of the platform.
+//!
+//! ```text
+//! gateway_bench --config FILE [--listen ADDR] [--admin-listen ADDR] [--threads N]
+//! ```
+//!
+//! `FILE` is YAML with Services, Endpoints (written by hand, e.g. pointing at 127.0.0.1) and
+//! optionally VirtualServices and DestinationRules. `--threads 1` (the default) runs a
+//! single-threaded runtime, as an nginx or haproxy with one worker. Stops on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use aos_gateway::{GatewayConfig, Snapshot, StaticSource};
+use tokio_util::sync::CancellationToken;
+
+struct Args {
+    config: PathBuf,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    threads: usize,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: gateway_bench --config FILE [--listen ADDR] [--admin-listen ADDR] [--threads N]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut config = None;
+    let defaults = GatewayConfig::default();
+    let mut args = Args {
+        config: PathBuf::new(),
+        listen: defaults.listen,
+        admin_listen: defaults.admin_listen,
+        threads: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--config" => config = Some(PathBuf::from(value())),
+            "--listen" => args.listen = value().parse().unwrap_or_else(|_| usage()),
+            "--admin-listen" => args.admin_listen = value().parse().unwrap_or_else(|_| usage()),
+            "--threads" => args.threads = value().parse().unwrap_or_else(|_| usage()),
+            _ => usage(),
+        }
+    }
+    args.config = config.unwrap_or_else(|| usage());
+    args
+}
+
+fn main() {
+    let args = parse_args();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,aos_gateway=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let snapshot = match Snapshot::from_file(&args.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    }
+    .expect("a tokio runtime");
+    let config = GatewayConfig {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        drain_grace_seconds: 2,
+        ..GatewayConfig::default()
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            stop.cancel();
+        });
+        aos_gateway::run(config, StaticSource::new(snapshot), shutdown).await
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,196 @@
+//! Request and response bodies of the proxy, without boxing.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::table::{ClusterState, EndpointState, PooledConn};
+
+/// A request body: streamed from the client, or buffered (so a retry can send it again).
+#[derive(Debug)]
+pub(crate) enum ReqBody {
+    /// Nothing.
+    Empty,
+    /// A buffered body, sent once.
+    Full(Option<Bytes>),
+    /// The client's body, streamed.
+    Stream(Incoming),
+}
+
+impl ReqBody {
+    /// The client's body; `Empty` when it has ended already (a GET without body).
+    pub(crate) fn from_incoming(body: Incoming) -> Self {
+        if body.is_end_stream() {
+            ReqBody::Empty
+        } else {
+            ReqBody::Stream(body)
+        }
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ReqBody::Stream(s) => Pin::new(s).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Full(b) => b.is_none(),
+            ReqBody::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ReqBody::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+/// Held while an upstream request is in flight: releases the endpoint's load count, the
+/// cluster's request slot and the connection slot when the response body ends or is dropped,
+/// and gives the HTTP/1.1 connection back to the endpoint's pool when the body ended cleanly.
+#[derive(Default)]
+pub(crate) struct InflightGuard {
+    pub endpoint: Option<Arc<EndpointState>>,
+    pub cluster: Option<Arc<ClusterState>>,
+    pub permit: Option<OwnedSemaphorePermit>,
+    pub conn: Option<PooledConn>,
+    /// Set when the response body was read to its end.
+    pub complete: bool,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take()
+            && self.complete
+        {
+            c.release();
+        }
+        if let Some(ep) = self.endpoint.take() {
+            ep.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(c) = self.cluster.take() {
+            c.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A response body: the upstream's, streamed, or a local answer.
+pub(crate) struct RespBody {
+    kind: RespKind,
+    guard: Option<InflightGuard>,
+}
+
+enum RespKind {
+    Full(Option<Bytes>),
+    Stream(Incoming),
+}
+
+impl RespBody {
+    /// A local answer.
+    pub(crate) fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        RespBody {
+            kind: RespKind::Full((!b.is_empty()).then_some(b)),
+            guard: None,
+        }
+    }
+
+    /// The upstream's body.
+    pub(crate) fn stream(b: Incoming) -> Self {
+        RespBody {
+            kind: RespKind::Stream(b),
+            guard: None,
+        }
+    }
+
+    /// Merge a guard into the body's guard: released with the body.
+    pub(crate) fn attach(&mut self, mut g: InflightGuard) {
+        match &mut self.guard {
+            Some(cur) => {
+                if g.endpoint.is_some() {
+                    cur.endpoint = g.endpoint.take();
+                }
+                if g.cluster.is_some() {
+                    cur.cluster = g.cluster.take();
+                }
+                if g.permit.is_some() {
+                    cur.permit = g.permit.take();
+                }
+                if g.conn.is_some() {
+                    cur.conn = g.conn.take();
+                }
+            }
+            None => self.guard = Some(g),
+        }
+        if self.is_end_stream() {
+            self.finish();
+        }
+    }
+}
+
+impl RespBody {
+    /// The body ended cleanly: release the guard, returning the connection to its pool.
+    fn finish(&mut self) {
+        if let Some(mut g) = self.guard.take() {
+            g.complete = true;
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = match &mut this.kind {
+            RespKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespKind::Stream(s) => Pin::new(s).poll_frame(cx),
+        };
+        match &r {
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Err(_))) => this.guard = None,
+            Poll::Ready(Some(Ok(_))) if this.is_end_stream() => this.finish(),
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            RespKind::Full(b) => b.is_none(),
+            RespKind::Stream(s) => s.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            RespKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RespKind::Stream(s) => s.size_hint(),
+        }
+    }
+}

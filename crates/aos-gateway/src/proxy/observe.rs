@@ -1,0 +1,76 @@
+//! Metrics layer: counts every request with the labels of the endpoint that served it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+use tower::{Service, ServiceExt as _};
+
+use super::{Next, ProxyFuture, Req, Resp, Served};
+use crate::server::Shared;
+
+#[derive(Clone)]
+pub(crate) struct ObserveLayer {
+    shared: Arc<Shared>,
+}
+
+impl ObserveLayer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        ObserveLayer { shared }
+    }
+}
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Observe<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// Decrements the active-request gauge when the request ends, however it ends.
+struct Active(Arc<Shared>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.metrics.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<S: Next> Service<Req> for Observe<S> {
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = ProxyFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> ProxyFuture {
+        let inner = self.inner.clone();
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            shared.metrics.active.fetch_add(1, Ordering::Relaxed);
+            let _active = Active(shared.clone());
+            let resp = inner.oneshot(req).await?;
+            let now = Instant::now();
+            let code = resp.status().as_u16();
+            match resp.extensions().get::<Served>() {
+                Some(s) => s.series.record(code, s.retried, now - start, now),
+                None => shared.unknown.record(code, false, now - start, now),
+            }
+            Ok(resp)
+        })
+    }
+}
