@@ -8,11 +8,17 @@
 #![warn(missing_docs)]
 
 pub mod admit;
+pub mod duration;
+pub mod hash;
+pub mod istio;
 pub mod manifest;
+pub mod quantity;
 pub mod resource;
 pub mod selector;
 pub mod table;
+pub mod time;
 
 pub use admit::{FieldError, FieldErrorKind, Warning, admit};
+pub use hash::pod_template_hash;
 pub use manifest::{Document, ParseError, parse_manifests};
 pub use resource::ResourceType;
