@@ -30,6 +30,21 @@ need_musl_target() {
 }
 
 install_test_prereqs() {
-  need_pkgs skopeo busybox-static musl-tools
+  need_pkgs skopeo busybox-static musl-tools binutils
   need_musl_target
+}
+
+# Builds the static (musl) agent-registry binary once, for the image tests, and exports its path
+# as AOS_TEST_AGENT_REGISTRY_BIN. The build is cargo's, in the normal target dir
+# (target/x86_64-unknown-linux-musl/release/agent-registry), so a rerun costs a second. A failed
+# build does not fail the run: the tests that need the binary print that they skipped, and why.
+build_test_agent_registry() {
+  local bin
+  if bin="$(images/agent-registry/build.sh --binary-only | tail -n 1)" && [ -x "$bin" ]; then
+    export AOS_TEST_AGENT_REGISTRY_BIN="$bin"
+    echo "prereqs: AOS_TEST_AGENT_REGISTRY_BIN=$bin" >&2
+  else
+    unset AOS_TEST_AGENT_REGISTRY_BIN
+    echo "prereqs: could not build the static agent-registry binary (the image tests will skip)" >&2
+  fi
 }

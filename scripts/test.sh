@@ -9,5 +9,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/prereqs.sh
 source scripts/prereqs.sh
 install_test_prereqs
+# The static agent-registry binary the image tests put in their build context.
+build_test_agent_registry
 
 cargo nextest run --workspace --profile ci --no-fail-fast "$@"

@@ -8,9 +8,13 @@
 # 2. Strips it and copies it into the build context: images/agent-registry/context/agent-registry.
 # 3. If target/release/aos exists and has `aos image build`, builds agent-registry:1.0.0 with it.
 #
-# Usage: images/agent-registry/build.sh [--no-image]
+# Usage: images/agent-registry/build.sh [--no-image | --binary-only]
+#   --no-image     steps 1 and 2 only.
+#   --binary-only  step 1 only, then prints the binary's path on stdout (its last line); the
+#                  build context is not touched. scripts/test.sh uses it for the image tests.
 # Environment: CARGO_TARGET_DIR (default target), TAG (default agent-registry:1.0.0),
-#              AOS (default target/release/aos); aos itself reads AOS_DATA_DIR.
+#              AOS (default target/release/aos), AOS_DATA_DIR (the data dir whose image store
+#              receives the image; default: aos's own default).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -21,10 +25,12 @@ target=x86_64-unknown-linux-musl
 tag="${TAG:-agent-registry:1.0.0}"
 aos="${AOS:-target/release/aos}"
 build_image=1
+binary_only=0
 for arg in "$@"; do
   case "$arg" in
     --no-image) build_image=0 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --binary-only) build_image=0; binary_only=1 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -63,6 +69,26 @@ say "cargo build --release --target $target -p agent-registry (version $AGENT_RE
 cargo build --release --target "$target" -p agent-registry
 
 bin="${CARGO_TARGET_DIR:-$root/target}/$target/release/agent-registry"
+case "$bin" in
+  /*) ;;
+  *) bin="$root/$bin" ;;
+esac
+
+# A scratch image has no dynamic loader: refuse a binary that needs one.
+check_static() {
+  if command -v readelf >/dev/null 2>&1 && readelf -l "$1" | grep -q 'Requesting program interpreter'; then
+    say "error: $1 is dynamically linked"
+    exit 1
+  fi
+}
+
+if [ "$binary_only" = 1 ]; then
+  check_static "$bin"
+  say "static binary: $bin"
+  echo "$bin"
+  exit 0
+fi
+
 context="$here/context"
 mkdir -p "$context"
 # Copy then strip the copy: the release profile keeps line tables for backtraces, which the image
@@ -75,19 +101,19 @@ else
 fi
 mv -f "$context/agent-registry.tmp" "$context/agent-registry"
 
-# A scratch image has no dynamic loader: refuse a binary that needs one.
-if command -v readelf >/dev/null 2>&1 && readelf -l "$context/agent-registry" | grep -q 'Requesting program interpreter'; then
-  say "error: $context/agent-registry is dynamically linked"
-  exit 1
-fi
+check_static "$context/agent-registry"
 say "static binary: $context/agent-registry ($(du -h "$context/agent-registry" | cut -f1))"
 
 if [ "$build_image" = 0 ]; then
   exit 0
 fi
+data_dir_args=()
+if [ -n "${AOS_DATA_DIR:-}" ]; then
+  data_dir_args=(--data-dir "$AOS_DATA_DIR")
+fi
 if [ -x "$aos" ] && "$aos" image build --help >/dev/null 2>&1; then
-  say "$aos image build -t $tag images/agent-registry"
-  "$aos" image build -t "$tag" images/agent-registry
+  say "$aos image ${data_dir_args[*]} build -t $tag images/agent-registry"
+  "$aos" image "${data_dir_args[@]}" build -t "$tag" images/agent-registry
 else
   say "$aos with 'image build' not found: skipping the image (build aos, then rerun this script)"
 fi

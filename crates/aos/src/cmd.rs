@@ -1,14 +1,16 @@
 //! The command tree and its dispatch. One file per command under `cmd/`.
 //!
-//! A new verb is a file here plus one `Command` variant and one dispatch line; the image
-//! verbs (`aos image build|import|ls|inspect|rm`, from `aos-image`) go in `cmd/image.rs`.
+//! A new verb is a file here plus one `Command` variant and one dispatch line.
 
+pub(crate) mod agent;
 pub(crate) mod apply;
 pub(crate) mod completion;
 pub(crate) mod create;
 pub(crate) mod delete;
 pub(crate) mod describe;
+pub(crate) mod gateway;
 pub(crate) mod get;
+pub(crate) mod image;
 pub(crate) mod scale;
 pub(crate) mod up;
 pub(crate) mod version;
@@ -48,6 +50,10 @@ enum Command {
     Up(up::UpArgs),
     /// Run the control plane only (store, API server, controllers).
     Server(up::UpArgs),
+    /// Run the node agent alone, against the API server in the kubeconfig.
+    Agent(agent::AgentArgs),
+    /// Run the L7 gateway alone, against the API server in the kubeconfig.
+    Gateway(gateway::GatewayArgs),
     /// Create or update objects from manifests (client-side apply, as kubectl apply).
     Apply(apply::ApplyArgs),
     /// Create objects from manifests, or a namespace.
@@ -66,6 +72,8 @@ enum Command {
     Version(version::VersionArgs),
     /// Print a shell completion script.
     Completion(completion::CompletionArgs),
+    /// Build, import, export and manage OCI images.
+    Image(image::ImageArgs),
 }
 
 /// `-n NAMESPACE` and `-A`, shared by the commands that address namespaced objects.
@@ -176,7 +184,10 @@ pub(crate) fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args, up::Mode::All),
         Command::Server(args) => up::run(args, up::Mode::ControlPlane),
+        Command::Gateway(args) => gateway::run(args, &ctx),
+        Command::Agent(args) => agent::run(args, &ctx),
         Command::Completion(args) => completion::run(&args),
+        Command::Image(args) => image::run(args),
         Command::Apply(args) => block_on(apply::run(args, &ctx)),
         Command::Create(args) => block_on(create::run(args, &ctx)),
         Command::Get(args) => block_on(get::run(args, &ctx)),

@@ -10,6 +10,7 @@
 mod output;
 mod api;
 mod cmd;
+mod demo;
 mod error;
 mod manifests;
 mod merge;
@@ -18,5 +19,11 @@ mod paths;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // The per-pod shim forks containers, so it must start before anything creates threads
+    // (a tokio runtime): dispatch it first, outside clap and the command tree.
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some("shim") {
+        return aos_node::shim_main(args.collect());
+    }
     cmd::main()
 }

@@ -23,9 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cmd::apply::apply_one;
 use crate::cmd::wait::parse_duration;
-use crate::manifests::{Source, parse_items};
 
 /// The store key prefix whose values are encrypted at rest.
 const SECRETS_PREFIX: &str = "/registry/core/secrets/";
@@ -33,18 +31,6 @@ const SECRETS_PREFIX: &str = "/registry/core/secrets/";
 const COMPACT_INTERVAL: Duration = Duration::from_secs(60);
 /// How many revisions of history the compactor keeps for watchers to resume from.
 const COMPACT_RETAIN_REVISIONS: i64 = 10_000;
-
-/// The seed's manifests that `--demo` applies, embedded at build time.
-const DEMO_MANIFESTS: [(&str, &str); 2] = [
-    (
-        "examples/seed/namespace.yaml",
-        include_str!("../../../../examples/seed/namespace.yaml"),
-    ),
-    (
-        "examples/seed/deployment.yaml",
-        include_str!("../../../../examples/seed/deployment.yaml"),
-    ),
-];
 
 /// Which components a process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,18 +50,36 @@ pub(crate) struct UpArgs {
     /// Address of the HTTPS API.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
     api_listen: SocketAddr,
-    /// Address the gateway serves traffic on (default 127.0.0.1:8080; the gateway is not built yet).
-    #[arg(long, value_name = "ADDR")]
-    gateway_listen: Option<SocketAddr>,
-    /// Address of the gateway's /metrics and /readyz (default 127.0.0.1:9901; not built yet).
-    #[arg(long, value_name = "ADDR")]
-    gateway_admin_listen: Option<SocketAddr>,
+    /// Address the gateway serves traffic on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) gateway_listen: SocketAddr,
+    /// Address of the gateway's /metrics and /readyz.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
+    pub(crate) gateway_admin_listen: SocketAddr,
+    /// Do not run the node agent (`aos up` then runs the control plane and the gateway; pods
+    /// stay Pending until an `aos agent` joins).
+    #[arg(long)]
+    no_agent: bool,
+    #[command(flatten)]
+    node: super::agent::NodeArgs,
     /// Extra host names or addresses for the API server's certificate.
     #[arg(long = "tls-san", value_name = "HOST")]
     external_hosts: Vec<String>,
-    /// Create namespace agent-os and apply the seed's agent-registry Deployment once ready.
+    /// Once ready, run the seed's agent-registry in namespace agent-os: build the image
+    /// agent-registry:1.0.0 if missing (with images/agent-registry/build.sh from the source tree;
+    /// needs cargo), create the Secret agent-registry-secrets, apply the Deployment, a Service,
+    /// the VirtualService and the DestinationRule (idempotent across restarts), and print how
+    /// to reach the pods.
     #[arg(long)]
     demo: bool,
+    /// With --demo: do not build the agent-registry:1.0.0 image when it is missing (pods wait
+    /// for it). Set AOS_DEMO_SKIP_IMAGE_BUILD=1 for the same effect.
+    #[arg(
+        long,
+        env = "AOS_DEMO_SKIP_IMAGE_BUILD",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    demo_skip_image_build: bool,
     /// Log filter (overrides RUST_LOG), e.g. `info` or `aos_apiserver=debug,info`.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -97,7 +101,7 @@ pub(crate) fn run(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
     result
 }
 
-fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(level) => {
@@ -159,6 +163,40 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
         ("controllers", result)
     });
 
+    if mode == Mode::All {
+        let gateway =
+            crate::cmd::gateway::bind(args.gateway_listen, args.gateway_admin_listen).await?;
+        let gateway_client = client.clone();
+        let gateway_cancel = cancel.clone();
+        tasks.spawn(async move {
+            let source = aos_gateway::ApiSource::new(gateway_client);
+            let result = gateway
+                .serve(source, gateway_cancel)
+                .await
+                .map_err(anyhow::Error::from);
+            ("gateway", result)
+        });
+    }
+
+    let run_agent = mode == Mode::All && !args.no_agent;
+    if run_agent && !nix::unistd::geteuid().is_root() {
+        warn!(
+            "the node agent needs root (namespaces, cgroups, the pod bridge): not started; pods stay Pending"
+        );
+    } else if run_agent {
+        let extra_labels: &[(&str, &str)] = if args.demo {
+            &[("agent.os", "linux")]
+        } else {
+            &[]
+        };
+        let config = args.node.config(data_dir.clone(), extra_labels)?;
+        let agent = super::agent::start(config, client.clone(), cancel.clone())?;
+        tasks.spawn(async move {
+            agent.await;
+            ("node agent", Ok(()))
+        });
+    }
+
     wait_ready(&client, &cancel).await?;
     info!(
         api = %format!("https://{api_addr}"),
@@ -168,20 +206,26 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
         "aos is ready"
     );
     if mode == Mode::All {
-        if args.gateway_listen.is_some() || args.gateway_admin_listen.is_some() {
-            warn!(
-                "the gateway is not built yet: --gateway-listen and --gateway-admin-listen are ignored"
-            );
-        }
-        info!("the node agent and the gateway are not built yet: pods stay Pending");
+        info!(
+            gateway = %args.gateway_listen,
+            gateway_admin = %args.gateway_admin_listen,
+            "gateway serving"
+        );
     }
     if args.demo {
-        let demo_client = client.clone();
-        tokio::spawn(async move { demo(&demo_client).await });
+        let demo = crate::demo::Demo {
+            data_dir: data_dir.clone(),
+            kubeconfig: kubeconfig.clone(),
+            build_image: !args.demo_skip_image_build,
+            gateway: (mode == Mode::All).then_some(args.gateway_listen),
+        };
+        tokio::spawn(crate::demo::run(client.clone(), demo, cancel.clone()));
     }
 
     let mut failure = None;
     tokio::select! {
+        // A stop request first: components end on it, and that is not a failure.
+        biased;
         () = cancel.cancelled() => {}
         Some(joined) = tasks.join_next() => {
             let (name, result) = flatten(joined);
@@ -267,7 +311,7 @@ async fn wait_ready(client: &Client, cancel: &CancellationToken) -> anyhow::Resu
 }
 
 /// Stop on the first SIGINT/SIGTERM; exit at once on the second.
-async fn stop_on_signals(cancel: CancellationToken) {
+pub(crate) async fn stop_on_signals(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -287,32 +331,4 @@ async fn stop_on_signals(cancel: CancellationToken) {
     }
     warn!("second signal: exiting without waiting");
     std::process::exit(130);
-}
-
-/// `--demo`: apply the seed's namespace and Deployment.
-async fn demo(client: &Client) {
-    let sources: Vec<Source> = DEMO_MANIFESTS
-        .iter()
-        .map(|(name, text)| Source {
-            name: (*name).to_string(),
-            text: (*text).to_string(),
-        })
-        .collect();
-    let (mut items, errors) = parse_items(&sources, None);
-    for e in errors {
-        error!(error = %e, "demo manifest");
-    }
-    items.sort_by_key(|item| item.rt.kind != "Namespace" || !item.rt.group.is_empty());
-    for item in &items {
-        let mut warnings = Vec::new();
-        match apply_one(client, item, &mut |w| warnings.push(w)).await {
-            Ok(outcome) => {
-                info!(object = %crate::output::object_ref(item.rt, &item.name), outcome = outcome.as_str(), "demo applied")
-            }
-            Err(e) => error!(origin = %item.origin, error = %e, "demo apply failed"),
-        }
-        for w in warnings {
-            warn!(origin = %item.origin, "{w}");
-        }
-    }
 }

@@ -216,28 +216,67 @@ async fn everyday_verbs() {
     assert!(!run.ok().contains("configmap/a\n"), "{}", run.stdout);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_applies_the_seed_and_sigterm_stops_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut aos, _) = Aos::start_with(
-        &tmp.path().join("data"),
-        super::support::free_port(),
-        &["--demo", "--gateway-listen", "127.0.0.1:0"],
-    )
-    .await;
-    let client = aos.client();
-    let deployments = super::support::rt("apps/v1", "Deployment");
+/// The demo's objects, as `(apiVersion, kind, name)`, all in namespace agent-os.
+const DEMO_OBJECTS: [(&str, &str, &str); 5] = [
+    ("apps/v1", "Deployment", "agent-registry"),
+    ("v1", "Secret", "agent-registry-secrets"),
+    ("v1", "Service", "agent-registry"),
+    (
+        "networking.istio.io/v1beta1",
+        "VirtualService",
+        "agent-registry",
+    ),
+    (
+        "networking.istio.io/v1beta1",
+        "DestinationRule",
+        "agent-registry",
+    ),
+];
+
+/// Start `aos up --demo` (without the image build) and wait until the demo has logged how to
+/// reach the pods, its last step.
+async fn start_demo(data: &std::path::Path, port: u16) -> Aos {
+    let (aos, _) = Aos::start_with(data, port, &["--demo", "--demo-skip-image-build"]).await;
     super::support::eventually(
-        "the demo Deployment",
+        "the demo's last log line",
         std::time::Duration::from_secs(10),
         || async {
-            client
-                .get(deployments, Some("agent-os"), "agent-registry")
-                .await
-                .ok()
+            aos.log()
+                .contains("demo: through the gateway")
+                .then_some(())
         },
     )
     .await;
+    aos
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_applies_the_seed_idempotently_and_sigterm_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // The same port for both starts: the kubeconfig written by the first names it.
+    let port = super::support::free_port();
+    let mut aos = start_demo(&data, port).await;
+    let client = aos.client();
+    for (api_version, kind, name) in DEMO_OBJECTS {
+        let rt = super::support::rt(api_version, kind);
+        let obj = client
+            .get(rt, Some("agent-os"), name)
+            .await
+            .unwrap_or_else(|e| panic!("{kind} agent-os/{name}: {e}; log:\n{}", aos.log()));
+        if kind == "Service" {
+            assert_eq!(obj["spec"]["selector"]["app"], "agent-registry", "{obj:#}");
+            assert_eq!(obj["spec"]["ports"][0]["port"], 3000, "{obj:#}");
+            assert_eq!(obj["spec"]["ports"][0]["targetPort"], "http", "{obj:#}");
+        }
+        if kind == "Secret" {
+            let data = obj["data"].as_object().expect("secret data");
+            assert!(
+                data.contains_key("database-url") && data.contains_key("redis-url"),
+                "{obj:#}"
+            );
+        }
+    }
     let status = aos.terminate(std::time::Duration::from_secs(15));
     assert!(
         status.success(),
@@ -246,6 +285,44 @@ async fn demo_applies_the_seed_and_sigterm_stops_cleanly() {
     );
     let log = aos.log();
     assert!(log.contains("aos is ready"), "{log}");
-    assert!(log.contains("gateway is not built yet"), "{log}");
+    assert!(log.contains("demo: secret created"), "{log}");
+    assert!(!log.contains("demo: apply failed"), "{log}");
+    assert!(
+        !log.contains("sqlite:///tmp") && !log.contains("redis://"),
+        "a secret value reached the log:\n{log}"
+    );
     assert!(log.contains("aos stopped"), "{log}");
+
+    // A second start applies the same objects again: no duplicates, no errors.
+    let mut again = start_demo(&data, port).await;
+    let log = again.log();
+    assert!(log.contains("demo: secret exists"), "{log}");
+    assert!(
+        log.contains(
+            r#"object=deployment.apps/agent-registry namespace="agent-os" outcome="unchanged""#
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("demo: apply failed"), "{log}");
+    assert!(!log.contains(" ERROR "), "{log}");
+    let client = again.client();
+    for (api_version, kind, name) in DEMO_OBJECTS {
+        let rt = super::support::rt(api_version, kind);
+        let list = client
+            .list(rt, Some("agent-os"), &aos_client::ListParams::default())
+            .await
+            .expect("list");
+        let same_name = list
+            .items
+            .iter()
+            .filter(|o| o["metadata"]["name"] == name)
+            .count();
+        assert_eq!(same_name, 1, "{kind} {name}");
+    }
+    let status = again.terminate(std::time::Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        again.log()
+    );
 }

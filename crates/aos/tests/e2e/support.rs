@@ -57,6 +57,15 @@ impl Aos {
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .args(["--api-listen", &format!("127.0.0.1:{port}")])
+            // Each test has its own gateway ports, so tests can run side by side.
+            .args(["--gateway-listen", &format!("127.0.0.1:{}", free_port())])
+            .args([
+                "--gateway-admin-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            // These tests exercise the control plane with no node yet (as issue 2 asks);
+            // the node agent has its own tests.
+            .arg("--no-agent")
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("AOS_KUBECONFIG")
