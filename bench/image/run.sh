@@ -8,7 +8,7 @@
 #     time, and the ratio (goal: aos no slower than skopeo).
 #
 # Usage: bench/image/run.sh [--size-mb N]
-# Environment: CARGO_TARGET_DIR (default /work/target-aos-image), AOS (an aos binary with
+# Environment: CARGO_TARGET_DIR (default target), AOS (an aos binary with
 # `aos image`, given its data directory through AOS_DATA_DIR; default: the aos-image example
 # binary, built here in release mode).
 set -euo pipefail
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
 done
 
 say() { echo "bench/image: $*" >&2; }
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-aos-image}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 
 if [ -n "${AOS:-}" ]; then
   aos=("$AOS")

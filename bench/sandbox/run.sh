@@ -14,7 +14,7 @@ set -euo pipefail
 RUNS=${1:-30}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-aos-sandbox}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
 command -v busybox >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y busybox-static >/dev/null

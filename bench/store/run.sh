@@ -7,6 +7,6 @@
 #   bench/store/run.sh --raw 2000 --creates 5000 --list-keys 10000
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-aos-store}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release --quiet -p aos-store --example store_bench
 exec "$CARGO_TARGET_DIR/release/examples/store_bench" "$@"
