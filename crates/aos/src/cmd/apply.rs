@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 
 use aos_client::{Client, Patch};
+use aos_types::ResourceType;
 use clap::Args;
 use serde_json::Value;
 
@@ -142,13 +143,18 @@ pub(crate) async fn apply_one(
             Err(_) => original,
         }
     });
+    // ... and at the version the live object was read at: the server answers in its preferred
+    // version whatever served version the manifest names, so a manifest written against
+    // another served version (`networking.istio.io/v1beta1` for a `v1` object) must not
+    // look like an `apiVersion` change.
+    let original = original.map(|o| at_version_of(item.rt, o, &live));
     if original.is_none() {
         warn(format!(
             "{} is missing the {LAST_APPLIED} annotation, which apply needs; it will be patched automatically",
             object_ref(item.rt, &item.name)
         ));
     }
-    let modified = annotated(admitted, &annotation)?;
+    let modified = at_version_of(item.rt, annotated(admitted, &annotation)?, &live);
     let Some(patch) = three_way_patch(original.as_ref(), &modified, &live) else {
         return Ok(Outcome::Unchanged);
     };
@@ -212,6 +218,27 @@ fn annotated(mut object: Value, text: &str) -> Result<Value, String> {
     Ok(object)
 }
 
+/// `object` with the `apiVersion` of `live` when both name served versions of `rt` (the
+/// versions of one type differ in name only), so that comparing them compares content.
+/// Anything else is left as it is and compares, and is patched, as usual.
+fn at_version_of(rt: &ResourceType, mut object: Value, live: &Value) -> Value {
+    let Some(live_version) = live.get("apiVersion").and_then(Value::as_str) else {
+        return object;
+    };
+    if !rt.serves_api_version(live_version) {
+        return object;
+    }
+    if let Some(map) = object.as_object_mut()
+        && map
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|v| v != live_version && rt.serves_api_version(v))
+    {
+        map.insert("apiVersion".into(), Value::String(live_version.into()));
+    }
+    object
+}
+
 fn last_applied(live: &Value) -> Option<Value> {
     let text = live
         .pointer("/metadata/annotations")?
@@ -254,5 +281,53 @@ mod tests {
             annotated(obj.clone(), &last_applied_text(&obj).unwrap()).unwrap(),
             modified
         );
+    }
+
+    #[test]
+    fn manifest_in_another_served_version_is_unchanged() {
+        let rt =
+            aos_types::resource::by_kind("networking.istio.io/v1beta1", "DestinationRule").unwrap();
+        let manifest = json!({
+            "apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
+            "metadata": {"name": "d", "namespace": "ns"},
+            "spec": {"host": "d", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}
+        });
+        let modified = annotated(manifest.clone(), &last_applied_text(&manifest).unwrap()).unwrap();
+        // What the server answers: the preferred version, plus server-owned fields.
+        let mut live = modified.clone();
+        live["apiVersion"] = json!("networking.istio.io/v1");
+        live["metadata"]["uid"] = json!("u-1");
+        live["metadata"]["generation"] = json!(1);
+        let original = last_applied(&live).unwrap();
+        assert_eq!(
+            three_way_patch(
+                Some(&at_version_of(rt, original, &live)),
+                &at_version_of(rt, modified.clone(), &live),
+                &live
+            ),
+            None
+        );
+        // A real change still patches, without touching apiVersion.
+        let mut changed = modified;
+        changed["spec"]["host"] = json!("e");
+        assert_eq!(
+            three_way_patch(
+                Some(&at_version_of(rt, manifest, &live)),
+                &at_version_of(rt, changed, &live),
+                &live
+            ),
+            Some(json!({"spec": {"host": "e"}}))
+        );
+    }
+
+    #[test]
+    fn version_outside_the_type_is_left_alone() {
+        let rt = aos_types::resource::by_kind("apps/v1", "Deployment").unwrap();
+        let live = json!({"apiVersion": "apps/v1", "kind": "Deployment"});
+        let odd = json!({"apiVersion": "apps/v2", "kind": "Deployment"});
+        assert_eq!(at_version_of(rt, odd.clone(), &live), odd);
+        let foreign_live = json!({"apiVersion": "batch/v1", "kind": "Deployment"});
+        let manifest = json!({"apiVersion": "apps/v1", "kind": "Deployment"});
+        assert_eq!(at_version_of(rt, manifest.clone(), &foreign_live), manifest);
     }
 }

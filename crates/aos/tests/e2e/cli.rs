@@ -326,3 +326,47 @@ async fn demo_applies_the_seed_idempotently_and_sigterm_stops_cleanly() {
         again.log()
     );
 }
+
+/// Every object of `examples/seed/` applies as `created`, then as `unchanged`: the Istio
+/// manifests name `v1beta1` while the server answers in `v1`, which must not read as a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applying_the_seed_twice_is_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let aos = Aos::start(&tmp.path().join("data")).await;
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    let seed = seed.to_str().unwrap();
+
+    let first = aos.aos(&["apply", "-f", seed]);
+    let lines: Vec<&str> = first.ok().lines().collect();
+    assert!(lines.len() >= 5, "{}", first.stdout);
+    assert!(
+        lines.iter().all(|l| l.ends_with(" created")),
+        "{}",
+        first.stdout
+    );
+
+    let second = aos.aos(&["apply", "-f", seed]);
+    let again: Vec<&str> = second.ok().lines().collect();
+    assert_eq!(again.len(), lines.len(), "{}", second.stdout);
+    assert!(
+        again.iter().all(|l| l.ends_with(" unchanged")),
+        "{}",
+        second.stdout
+    );
+    for kind in ["virtualservice", "destinationrule"] {
+        let obj: serde_json::Value = serde_json::from_str(
+            aos.aos(&[
+                "get",
+                kind,
+                "agent-registry",
+                "-n",
+                "agent-os",
+                "-o",
+                "json",
+            ])
+            .ok(),
+        )
+        .unwrap();
+        assert_eq!(obj["metadata"]["generation"], 1, "{obj:#}");
+    }
+}
