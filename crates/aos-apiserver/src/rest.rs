@@ -404,7 +404,7 @@ async fn handle(state: Arc<AppState>, req: Request, t: Target) -> ApiResult<Resp
         (&Method::GET, Some(name), Some("log")) if t.is_pod() => {
             let _ = get(&state, &t, &name).await?;
             Err(ApiError::unavailable(format!(
-                "no node agent is connected to serve the logs of pod \"{name}\"; logs are served once a node agent runs the pod"
+                "the API does not serve pod logs yet (pod \"{name}\"): read them on its node, under DATA_DIR/pods/<namespace>_<pod>_<uid>/<container>/"
             )))
         }
         (&Method::POST, None, None) => {
