@@ -297,12 +297,15 @@ async fn demo_applies_the_seed_idempotently_and_sigterm_stops_cleanly() {
     let mut again = start_demo(&data, port).await;
     let log = again.log();
     assert!(log.contains("demo: secret exists"), "{log}");
-    assert!(
-        log.contains(
-            r#"object=deployment.apps/agent-registry namespace="agent-os" outcome="unchanged""#
-        ),
-        "{log}"
-    );
+    for object in [
+        "deployment.apps/agent-registry",
+        "service/agent-registry",
+        "virtualservice.networking.istio.io/agent-registry",
+        "destinationrule.networking.istio.io/agent-registry",
+    ] {
+        let line = format!(r#"object={object} namespace="agent-os" outcome="unchanged""#);
+        assert!(log.contains(&line), "{object} not unchanged:\n{log}");
+    }
     assert!(!log.contains("demo: apply failed"), "{log}");
     assert!(!log.contains(" ERROR "), "{log}");
     let client = again.client();
