@@ -198,13 +198,17 @@ impl NodeAgent {
         }
         // Shutdown: the workers see the cancellation and leave pods running (or stop them).
         workers_cancel.cancel();
-        let tasks: Vec<JoinHandle<()>> = workers.into_values().map(|w| w.task).collect();
+        // Keep each worker's sender until it has finished: a dropped sender reads as "the pod
+        // left", which must not race the shutdown path.
+        let (senders, tasks): (Vec<_>, Vec<JoinHandle<()>>) =
+            workers.into_values().map(|w| (w.tx, w.task)).unzip();
         if tokio::time::timeout(SHUTDOWN_WAIT, futures::future::join_all(tasks))
             .await
             .is_err()
         {
             tracing::warn!("pod workers did not stop in time");
         }
+        drop(senders);
         let _ = informer_task.await;
         let _ = heartbeat.await;
         tracing::info!(node = %node, "node agent stopped");

@@ -298,6 +298,9 @@ impl PodWorker {
             let uid = self.uid.clone();
             let seen = self.generation;
             tokio::select! {
+                // Cancellation first: at shutdown the manager also drops the pod's sender, and
+                // the shutdown path (stop or detach) must win over "the manager let go".
+                biased;
                 _ = cancel.cancelled() => {
                     self.shutdown().await;
                     return;

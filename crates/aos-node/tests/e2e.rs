@@ -237,6 +237,10 @@ async fn pods_run_hardened_restart_and_leave_nothing_behind() {
     if !ready_to_run() {
         return;
     }
+    // Shims of an earlier, failed attempt of this test would count as leaked by this one.
+    let _ = Command::new("pkill")
+        .args(["-9", "-f", env!("CARGO_BIN_EXE_aos-node-shim")])
+        .status();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_path_buf();
     build_image(&data_dir);
@@ -364,14 +368,16 @@ async fn pods_run_hardened_restart_and_leave_nothing_behind() {
     assert!(!dir_a.exists(), "pod directory removed");
     assert!(
         !Path::new(&format!("/proc/{pid_a}")).exists(),
-        "container process gone"
+        "container process {pid_a} not gone: {}",
+        process_state(pid_a)
     );
 
     // Shutdown with stop_pods_on_shutdown: web-b goes too, and nothing is left.
     node.stop().await;
     assert!(
         !Path::new(&format!("/proc/{pid_b}")).exists(),
-        "container process gone"
+        "container process {pid_b} not gone: {}",
+        process_state(pid_b)
     );
     assert!(!dir_b.exists(), "pod directory removed");
     assert!(
@@ -412,4 +418,19 @@ async fn pods_run_hardened_restart_and_leave_nothing_behind() {
     let _ = Command::new("ip")
         .args(["link", "del", "dev", &config.bridge])
         .status();
+}
+
+/// What `/proc` says of a process that should be gone: its state, parent and command line.
+fn process_state(pid: i32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let wanted: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("State:") || l.starts_with("PPid:") || l.starts_with("Name:"))
+        .collect();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    format!(
+        "{} cmdline={:?}",
+        wanted.join(" "),
+        String::from_utf8_lossy(&cmdline).replace('\0', " ")
+    )
 }
