@@ -563,50 +563,8 @@ fn containers(out: &mut Out, spec: &Value, statuses: Option<&Value>, indent: usi
             if let Some(st) = status {
                 fields.push(("Image ID", or_none(s(st, "/imageID")).into()));
             }
-            let ports: Vec<String> = c
-                .get("ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|p| {
-                    format!(
-                        "{}/{}",
-                        i(p, "/containerPort"),
-                        p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
-                    )
-                })
-                .collect();
-            fields.push((
-                "Port",
-                if ports.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    ports.join(", ")
-                }
-                .into(),
-            ));
-            let hosts: Vec<String> = c
-                .get("ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|p| {
-                    format!(
-                        "{}/{}",
-                        i(p, "/hostPort"),
-                        p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
-                    )
-                })
-                .collect();
-            fields.push((
-                "Host Port",
-                if hosts.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    hosts.join(", ")
-                }
-                .into(),
-            ));
+            fields.push(("Port", port_list(c, "/containerPort").into()));
+            fields.push(("Host Port", port_list(c, "/hostPort").into()));
             if let Some(cmd) = c.get("command").and_then(Value::as_array) {
                 fields.push((
                     "Command",
@@ -1330,6 +1288,29 @@ async fn events(client: &Client, obj: &Value, out: &mut Out) {
         .collect();
     out.line(0, "Events:");
     out.table(2, &["Type", "Reason", "Age", "From", "Message"], rows);
+}
+
+/// A container's ports as `NUMBER/PROTOCOL, ...` for the field at `pointer` of each port
+/// (`/containerPort` or `/hostPort`), or `<none>`.
+fn port_list(container: &Value, pointer: &str) -> String {
+    let ports: Vec<String> = container
+        .get("ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}/{}",
+                i(p, pointer),
+                p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
+            )
+        })
+        .collect();
+    if ports.is_empty() {
+        "<none>".to_string()
+    } else {
+        ports.join(", ")
+    }
 }
 
 #[cfg(test)]
