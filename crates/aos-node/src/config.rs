@@ -1,7 +1,7 @@
 //! Settings of the node agent.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -68,6 +68,10 @@ pub fn parse_label(s: &str) -> Result<(String, String), ConfigError> {
     }
 }
 
+/// Where the agent's HTTPS server (logs, resource statistics, metrics) listens by default:
+/// the kubelet's port, on loopback.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 10250);
+
 /// Everything the node agent is told.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -105,6 +109,21 @@ pub struct NodeConfig {
     /// On shutdown, stop every pod (`true`) or leave them running for the next agent to adopt
     /// (`false`, the default, as a kubelet restart does).
     pub stop_pods_on_shutdown: bool,
+    /// With `stop_pods_on_shutdown`, the most a pod gets of its termination grace period when
+    /// the agent stops (Kubernetes' graceful node shutdown, `shutdownGracePeriod`): the
+    /// containers get their stop signal, then SIGKILL when this runs out, so that the agent
+    /// finishes within its own shutdown budget and leaves nothing behind.
+    pub shutdown_grace_period: Duration,
+    /// Where the agent's HTTPS server listens (`--node-listen`; port 0 picks a free port).
+    /// A specific address (not `0.0.0.0` or `::`) is also published as the Node's
+    /// `InternalIP`, so that the API server reaches the agent there.
+    pub listen: SocketAddr,
+    /// PEM of the CA that client certificates must chain to: the cluster CA, from the
+    /// kubeconfig the agent reaches the API with. Without one the agent serves nothing (it
+    /// could not tell the API server from anyone else) and says so at start.
+    pub client_ca_pem: Option<Vec<u8>>,
+    /// How often pods' and the node's resource usage is sampled.
+    pub stats_interval: Duration,
 }
 
 impl NodeConfig {
@@ -132,6 +151,10 @@ impl NodeConfig {
             heartbeat_interval: Duration::from_secs(10),
             node_ip: None,
             stop_pods_on_shutdown: false,
+            shutdown_grace_period: Duration::from_secs(30),
+            listen: DEFAULT_LISTEN,
+            client_ca_pem: None,
+            stats_interval: crate::stats::DEFAULT_INTERVAL,
         }
     }
 
@@ -148,6 +171,11 @@ impl NodeConfig {
     /// The file of persisted address allocations.
     pub fn ipam_file(&self) -> PathBuf {
         self.data_dir.join("network").join("ipam.json")
+    }
+
+    /// `DATA_DIR/node`: the agent's serving certificate and key.
+    pub fn node_dir(&self) -> PathBuf {
+        self.data_dir.join("node")
     }
 
     /// The data directory.

@@ -17,6 +17,9 @@
 //! - [`probe`], [`backoff`], [`status`]: kubelet semantics as small testable parts.
 //! - [`runtime`]: the runtime trait, the shim client and an in-memory fake.
 //! - [`shim`]: the shim process and its protocol; [`logs`]: CRI log files and their reader.
+//! - [`server`]: the agent's HTTPS server for the API server (container logs, resource
+//!   statistics, metrics; kubelet-style client-certificate authentication); [`stats`]: usage
+//!   from cgroups and `/proc`; [`metrics`]: the agent's Prometheus metrics.
 //!
 //! **Security by default:** a pod without a `seccompProfile` runs under `RuntimeDefault`;
 //! privileged containers are refused unless [`NodeConfig::allow_privileged`] is set.
@@ -36,16 +39,19 @@ pub mod envs;
 pub mod image;
 pub mod kinds;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod quantity;
 pub mod runtime;
+pub mod server;
 pub mod shim;
+pub mod stats;
 pub mod status;
 pub mod volumes;
 
-pub use agent::{AgentError, NodeAgent};
+pub use agent::{AgentError, NodeAgent, RunningPods};
 pub use config::{NodeConfig, Taint};
 pub use logs::{LogOptions, read_logs};
 pub use shim::shim_main;

@@ -2,7 +2,7 @@
 //! and `nodeInfo`; a `coordination.k8s.io/v1` Lease in `kube-node-lease` renewed every
 //! heartbeat, and the Node's `Ready` condition with its `lastHeartbeatTime`.
 
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 
 use aos_controller::cluster::{Cluster, ClusterError, Patch};
@@ -18,6 +18,9 @@ pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 pub const RUNTIME_VERSION: &str = "aos://0.1.0";
 /// How long a Lease is valid without renewal.
 pub const LEASE_DURATION_SECONDS: i64 = 40;
+/// The Node annotation with the lowercase hex SHA-256 of the agent's serving certificate
+/// (DER), which the API server pins when it calls the agent.
+pub const SERVING_CERT_ANNOTATION: &str = "node.aos.dev/serving-cert-sha256";
 
 /// A failed registration or heartbeat.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +157,8 @@ pub struct NodeRegistrar {
     node_ip: IpAddr,
     /// When `Ready` last changed (kept across heartbeats).
     ready_since: String,
+    /// Where the agent's HTTPS server listens, and its certificate's SHA-256.
+    serving: Option<(u16, String)>,
 }
 
 impl std::fmt::Debug for NodeRegistrar {
@@ -184,7 +189,22 @@ impl NodeRegistrar {
             machine,
             node_ip,
             ready_since: now_time(),
+            serving: None,
         }
+    }
+
+    /// Publish the agent's HTTPS server: its port in `daemonEndpoints.kubeletEndpoint.Port`,
+    /// its certificate's SHA-256 in the [`SERVING_CERT_ANNOTATION`], and, when it listens on a
+    /// specific address, that address as the `InternalIP` (the API server connects there).
+    pub fn with_serving(mut self, listen: SocketAddr, cert_sha256: impl Into<String>) -> Self {
+        if !listen.ip().is_unspecified() {
+            if self.config.node_ip.is_some_and(|ip| ip != listen.ip()) {
+                tracing::info!(node_ip = %self.node_ip, listen = %listen, "publishing the agent's listen address as the node's InternalIP");
+            }
+            self.node_ip = listen.ip();
+        }
+        self.serving = Some((listen.port(), cert_sha256.into()));
+        self
     }
 
     /// The node's address.
@@ -249,7 +269,7 @@ impl NodeRegistrar {
                 {"type": "InternalIP", "address": self.node_ip.to_string()},
                 {"type": "Hostname", "address": self.config.node_name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.serving.as_ref().map_or(0, |s| s.0)}},
             "nodeInfo": {
                 "machineID": self.machine.machine_id,
                 "systemUUID": self.machine.machine_id,
@@ -280,7 +300,13 @@ impl NodeRegistrar {
         let node = match self.cluster.get(&NODES, None, name).await {
             Ok(existing) => {
                 let patch = json!({
-                    "metadata": {"labels": Value::Object(self.labels())},
+                    "metadata": {
+                        "labels": Value::Object(self.labels()),
+                        // A pin left by an earlier agent that served goes with it (null).
+                        "annotations": {
+                            SERVING_CERT_ANNOTATION: self.serving.as_ref().map(|s| s.1.clone()),
+                        },
+                    },
                     "spec": self.spec(),
                 });
                 let _ = existing;
@@ -290,13 +316,16 @@ impl NodeRegistrar {
                     .map_err(api(format!("updating node {name}")))?
             }
             Err(e) if e.is_not_found() => {
-                let obj = json!({
+                let mut obj = json!({
                     "apiVersion": "v1",
                     "kind": "Node",
                     "metadata": {"name": name, "labels": Value::Object(self.labels())},
                     "spec": self.spec(),
                     "status": self.status(),
                 });
+                if let Some((_, sha)) = &self.serving {
+                    obj["metadata"]["annotations"] = json!({SERVING_CERT_ANNOTATION: sha});
+                }
                 match self.cluster.create(&NODES, None, &obj).await {
                     Ok(n) => n,
                     Err(e) if e.is_already_exists() => {
@@ -523,6 +552,66 @@ mod tests {
         assert_eq!(again.register().await.unwrap(), uid);
         let node = cluster.object(&NODES, None, "node-1").unwrap();
         assert_eq!(node["metadata"]["labels"]["zone"], "a");
+    }
+
+    #[tokio::test]
+    async fn publishes_the_serving_endpoint_and_pin() {
+        let cluster = FakeCluster::new();
+        let listen: SocketAddr = "127.0.0.1:41234".parse().unwrap();
+        let reg = NodeRegistrar::with_machine(cluster.clone(), config(), machine())
+            .with_serving(listen, "ab".repeat(32));
+        assert_eq!(
+            reg.node_ip(),
+            listen.ip(),
+            "a specific listen address is the InternalIP"
+        );
+        reg.register().await.unwrap();
+        let node = cluster.object(&NODES, None, "node-1").unwrap();
+        assert_eq!(
+            node["metadata"]["annotations"][SERVING_CERT_ANNOTATION],
+            "ab".repeat(32)
+        );
+        assert_eq!(
+            node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+            41234
+        );
+        assert_eq!(node["status"]["addresses"][0]["address"], "127.0.0.1");
+
+        // A restart on another port with a new certificate updates the Node in place.
+        let reg = NodeRegistrar::with_machine(cluster.clone(), config(), machine())
+            .with_serving("127.0.0.1:41235".parse().unwrap(), "cd".repeat(32));
+        reg.register().await.unwrap();
+        let node = cluster.object(&NODES, None, "node-1").unwrap();
+        assert_eq!(
+            node["metadata"]["annotations"][SERVING_CERT_ANNOTATION],
+            "cd".repeat(32)
+        );
+        assert_eq!(
+            node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+            41235
+        );
+
+        // A wildcard address keeps the node's own address.
+        let reg = NodeRegistrar::with_machine(cluster.clone(), config(), machine())
+            .with_serving("0.0.0.0:10250".parse().unwrap(), "ef".repeat(32));
+        assert_eq!(reg.node_ip().to_string(), "192.168.1.5");
+
+        // An agent that serves nothing takes the stale pin away.
+        let reg = NodeRegistrar::with_machine(cluster.clone(), config(), machine());
+        reg.register().await.unwrap();
+        let node = cluster.object(&NODES, None, "node-1").unwrap();
+        assert!(
+            node.pointer(&format!(
+                "/metadata/annotations/{}",
+                SERVING_CERT_ANNOTATION.replace('/', "~1")
+            ))
+            .is_none(),
+            "{node}"
+        );
+        assert_eq!(
+            node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+            0
+        );
     }
 
     #[tokio::test(start_paused = true)]

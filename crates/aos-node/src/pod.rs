@@ -1,7 +1,15 @@
 //! The pod worker: one task per pod, reconcile-shaped. Each sync reads the pod (from the API)
 //! and its containers (from the runtime) and moves the world one step toward the spec: make
-//! the sandbox, start or restart containers by the restart policy with back-off, kill those
-//! whose liveness fails, terminate gracefully on deletion, and report status.
+//! the sandbox, run the init containers in order (each to completion, a failed one restarted
+//! with back-off, or the pod failed under `restartPolicy: Never`), start or restart the app
+//! containers by the restart policy with back-off, kill those whose liveness fails, terminate
+//! gracefully on deletion (out of the endpoint sets first, see [`gate`]; then preStop hooks,
+//! the stop signal, SIGKILL at the end of the grace period), and report status.
+//!
+//! Init containers never run again once an app container has run (a restarted agent that
+//! finds app containers does not initialize the pod twice). Sidecar init containers
+//! (`restartPolicy: Always` on an init container) are refused with a
+//! `CreateContainerConfigError` that says so.
 //!
 //! What a restart of the agent must not lose lives outside the worker: which containers run
 //! and how earlier attempts ended (the shim), `restartCount` (the attempt numbers), the pod's
@@ -42,6 +50,8 @@ pub const CONFIG_RETRY: Duration = Duration::from_secs(2);
 pub const IMAGE_RETRY: Duration = Duration::from_secs(5);
 /// Grace period for the containers of a pod that disappeared from the API.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+/// The waiting reason of containers while init containers run.
+const POD_INITIALIZING: &str = "PodInitializing";
 /// How long to wait for a container to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -65,6 +75,8 @@ pub struct Ctx {
     pub node_cpu_millis: u64,
     /// Allocatable memory in bytes.
     pub node_memory_bytes: u64,
+    /// The agent's counters.
+    pub metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -132,6 +144,8 @@ pub struct PodWorker {
     last_status: Option<Value>,
     notify: Arc<Notify>,
     generation: u64,
+    /// The termination gate was passed (a retried deletion does not wait again).
+    gate_passed: bool,
 }
 
 impl std::fmt::Debug for PodWorker {
@@ -282,6 +296,7 @@ impl PodWorker {
             last_status: None,
             notify: Arc::new(Notify::new()),
             generation: 0,
+            gate_passed: false,
         }
     }
 
@@ -320,7 +335,7 @@ impl PodWorker {
 
     async fn shutdown(&mut self) {
         if self.ctx.config.stop_pods_on_shutdown {
-            let grace = self.grace();
+            let grace = self.grace().min(self.ctx.config.shutdown_grace_period);
             self.terminate_all(grace).await;
             if let Err(e) = self.ctx.runtime.remove_sandbox(&self.uid).await {
                 tracing::warn!(pod = %self.uid, error = %e, "removing sandbox at shutdown");
@@ -383,7 +398,29 @@ impl PodWorker {
 
     async fn finish_deletion(&mut self, pod: &Pod) -> Outcome {
         let grace = self.grace();
-        self.terminate_all(grace).await;
+        let clock = self.ctx.clock;
+        let start = clock.now();
+        if !self.gate_passed {
+            // Out of every endpoint set first, then preStop and the stop signal.
+            let pod_ip = self
+                .sandbox
+                .as_ref()
+                .and_then(|s| s.ip)
+                .map(|ip| ip.to_string())
+                .or_else(|| pod.status.as_ref().and_then(|s| s.pod_ip.clone()));
+            let outcome = gate::wait_out_of_endpoints(
+                self.ctx.cluster.as_ref(),
+                clock,
+                pod,
+                pod_ip.as_deref(),
+                grace,
+            )
+            .await;
+            tracing::debug!(pod = %pod_ref(pod), ?outcome, "termination gate");
+            self.gate_passed = true;
+        }
+        self.terminate_all(grace.saturating_sub(clock.since(start)))
+            .await;
         if let Err(e) = self.ctx.runtime.remove_sandbox(&self.uid).await {
             tracing::warn!(pod = %self.uid, error = %e, "removing sandbox; will retry");
             return Outcome::Wait(Some(CONFIG_RETRY));
@@ -542,8 +579,11 @@ impl PodWorker {
             Ok(s) => s,
             Err(message) => {
                 tracing::warn!(pod = %pod_ref(pod), error = %message, "sandbox");
+                let init = spec.init_containers.as_ref().map_or(0, Vec::len);
+                let init_views = vec![ContainerView::default(); init];
                 let views = vec![ContainerView::default(); spec.containers.len()];
-                self.write_status(pod, &views, Some(message)).await;
+                self.write_status(pod, &init_views, &views, Some(message))
+                    .await;
                 return Outcome::Wait(Some(IMAGE_RETRY));
             }
         };
@@ -559,14 +599,99 @@ impl PodWorker {
             .clone()
             .unwrap_or_else(|| "Always".into());
         let mut next: Option<jiff::Timestamp> = None;
-        let mut views = Vec::with_capacity(spec.containers.len());
         let mut config: Option<ConfigData> = None;
-        for c in &spec.containers {
+        let attempts_of = |name: &str| {
             let mut attempts: Vec<&ContainerInfo> =
-                infos.iter().filter(|i| i.name == c.name).collect();
+                infos.iter().filter(|i| i.name == name).collect();
             attempts.sort_by_key(|i| i.attempt);
             let current = attempts.last().copied().cloned();
             let previous = attempts.iter().rev().nth(1).copied().cloned();
+            (current, previous)
+        };
+        // Init containers, in order, each to completion before the next; none once an app
+        // container has run (an agent restarted after initialization never runs them again).
+        let init_specs = spec.init_containers.clone().unwrap_or_default();
+        let app_started = infos
+            .iter()
+            .any(|i| spec.containers.iter().any(|c| c.name == i.name));
+        // A failed init container is retried unless the pod's policy is Never; one that
+        // completed is done whatever the policy.
+        let init_policy = if policy == "Never" {
+            "Never"
+        } else {
+            "OnFailure"
+        };
+        let mut initialized = true;
+        let mut init_views = Vec::with_capacity(init_specs.len());
+        for c in &init_specs {
+            let (current, previous) = attempts_of(&c.name);
+            if app_started {
+                init_views.push(ContainerView {
+                    current,
+                    previous,
+                    ..Default::default()
+                });
+                continue;
+            }
+            if !initialized {
+                init_views.push(ContainerView {
+                    current,
+                    previous,
+                    waiting: Some((POD_INITIALIZING.into(), String::new())),
+                    ..Default::default()
+                });
+                continue;
+            }
+            if c.restart_policy.as_deref() == Some("Always") {
+                initialized = false;
+                init_views.push(ContainerView {
+                    current,
+                    previous,
+                    waiting: Some((
+                        "CreateContainerConfigError".into(),
+                        format!(
+                            "init container {:?} has restartPolicy Always (a sidecar container); \
+                             sidecar containers are not supported by this node",
+                            c.name
+                        ),
+                    )),
+                    ..Default::default()
+                });
+                continue;
+            }
+            let view = self
+                .sync_container(
+                    pod,
+                    c,
+                    init_policy,
+                    current,
+                    previous,
+                    &sandbox,
+                    &mut config,
+                    &mut next,
+                )
+                .await;
+            let completed = view.waiting.is_none()
+                && view
+                    .current
+                    .as_ref()
+                    .and_then(|c| c.exit)
+                    .is_some_and(|e| e.code == 0);
+            initialized &= completed;
+            init_views.push(view);
+        }
+        let mut views = Vec::with_capacity(spec.containers.len());
+        for c in &spec.containers {
+            let (current, previous) = attempts_of(&c.name);
+            if !initialized {
+                views.push(ContainerView {
+                    current,
+                    previous,
+                    waiting: Some((POD_INITIALIZING.into(), String::new())),
+                    ..Default::default()
+                });
+                continue;
+            }
             let view = self
                 .sync_container(
                     pod,
@@ -582,7 +707,7 @@ impl PodWorker {
             views.push(view);
         }
         self.collect_garbage(&spec, &infos).await;
-        self.write_status(pod, &views, None).await;
+        self.write_status(pod, &init_views, &views, None).await;
         Outcome::Wait(next.map(|t| ctx.clock.until(t)))
     }
 
@@ -657,6 +782,7 @@ impl PodWorker {
                             ctx.clock,
                             ctx.prober.clone(),
                             notify,
+                            ctx.metrics.clone(),
                         ));
                     }
                     Err(e) => {
@@ -798,7 +924,11 @@ impl PodWorker {
         let spec = pod.spec.clone().unwrap_or_default();
         let mut secrets = std::collections::BTreeSet::new();
         let mut configmaps = std::collections::BTreeSet::new();
-        for c in &spec.containers {
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
             let (s, m) = envs::referenced(c);
             secrets.extend(s);
             configmaps.extend(m);
@@ -978,6 +1108,7 @@ impl PodWorker {
         ctx.runtime
             .start_container(&self.uid, request)
             .await
+            .inspect(|_| ctx.metrics.container_started(attempt))
             .map_err(|e| StartError {
                 reason: "RunContainerError",
                 message: e.to_string(),
@@ -999,7 +1130,11 @@ impl PodWorker {
             *e = (*e).max(i.attempt);
         }
         for i in infos {
-            let known = spec.containers.iter().any(|c| c.name == i.name);
+            let known = spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .any(|c| c.name == i.name);
             if !known && i.running() {
                 let _ = self.ctx.runtime.signal(&self.uid, &i.id, 9).await;
                 continue;
@@ -1019,6 +1154,7 @@ impl PodWorker {
     async fn write_status(
         &mut self,
         pod: &Pod,
+        init_views: &[ContainerView],
         views: &[ContainerView],
         sandbox_error: Option<String>,
     ) {
@@ -1032,7 +1168,7 @@ impl PodWorker {
             start_time: self.start_time,
             sandbox_error: sandbox_error.clone(),
         };
-        let mut st = status::pod_status(pod, views, &facts, self.ctx.clock.now());
+        let mut st = status::pod_status(pod, init_views, views, &facts, self.ctx.clock.now());
         if sandbox_error.is_none() {
             st["message"] = Value::Null;
             st["reason"] = Value::Null;
@@ -1096,5 +1232,6 @@ async fn run_pre_stop(
     }
 }
 
+pub mod gate;
 #[cfg(test)]
 mod tests;

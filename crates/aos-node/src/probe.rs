@@ -17,7 +17,11 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::metrics::NodeMetrics;
 use crate::runtime::ContainerRuntime;
+
+/// How much longer than its timeout an exec probe waits for the runtime's answer.
+const EXEC_ANSWER_MARGIN: Duration = Duration::from_secs(2);
 
 /// Which probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,9 +317,13 @@ impl Prober for NetProber {
                         .exec(&target.pod_uid, &target.container_id, command, timeout)
                         .await
                     {
+                        Ok(o) if o.timed_out => ProbeResult::Failure(format!(
+                            "command {command:?} timed out after {}s",
+                            timeout.as_secs()
+                        )),
                         Ok(o) if o.exit_code == 0 => ProbeResult::Success,
                         Ok(o) => ProbeResult::Failure(format!(
-                            "command exited with {}: {}",
+                            "command {command:?} exited with {}: {}",
                             o.exit_code,
                             o.output.trim()
                         )),
@@ -324,7 +332,13 @@ impl Prober for NetProber {
                 }
             }
         };
-        match tokio::time::timeout(timeout, work).await {
+        // The runtime kills an exec at `timeout` and says so; the margin lets that answer
+        // arrive. Network probes end at `timeout`.
+        let limit = match action {
+            ProbeAction::Exec { .. } => timeout.saturating_add(EXEC_ANSWER_MARGIN),
+            _ => timeout,
+        };
+        match tokio::time::timeout(limit, work).await {
             Ok(r) => r,
             Err(_) => ProbeResult::Failure(format!("probe timed out after {}s", timeout.as_secs())),
         }
@@ -393,6 +407,7 @@ impl ContainerProbes {
         clock: Clock,
         prober: Arc<dyn Prober>,
         notify: Arc<Notify>,
+        metrics: Arc<NodeMetrics>,
     ) -> Self {
         let state = Arc::new(Mutex::new(ProbeState {
             started: specs.startup.is_none(),
@@ -418,6 +433,7 @@ impl ContainerProbes {
                 prober: prober.clone(),
                 state: state.clone(),
                 notify: notify.clone(),
+                metrics: metrics.clone(),
                 started_tx: started_tx.clone(),
                 started_rx: started_rx.clone(),
             };
@@ -448,6 +464,7 @@ struct ProbeWorker {
     prober: Arc<dyn Prober>,
     state: Arc<Mutex<ProbeState>>,
     notify: Arc<Notify>,
+    metrics: Arc<NodeMetrics>,
     started_tx: tokio::sync::watch::Sender<bool>,
     started_rx: tokio::sync::watch::Receiver<bool>,
 }
@@ -457,7 +474,9 @@ impl ProbeWorker {
         // Nothing before the initial delay, counted from the container's start.
         let first = self.started_at
             + jiff::SignedDuration::try_from(self.spec.initial_delay).unwrap_or_default();
-        tokio::time::sleep(self.clock.until(first)).await;
+        // `started_at` is the shim's wall clock: never wait longer than the delay itself, even
+        // if that clock is ahead of the agent's.
+        tokio::time::sleep(self.clock.until(first).min(self.spec.initial_delay)).await;
         if self.kind != ProbeKind::Startup {
             // Liveness and readiness begin once the startup probe passed.
             if self.started_rx.wait_for(|s| *s).await.is_err() {
@@ -474,6 +493,7 @@ impl ProbeWorker {
                 .prober
                 .probe(&self.target, &self.spec.action, self.spec.timeout)
                 .await;
+            self.metrics.probe_result(self.kind, &result);
             let (ok, message) = match result {
                 ProbeResult::Success => (true, String::new()),
                 ProbeResult::Failure(m) => (false, m),
@@ -684,6 +704,7 @@ mod tests {
             clock,
             prober.clone(),
             notify.clone(),
+            Arc::default(),
         );
         tokio::time::sleep(Duration::from_millis(3500)).await;
         let s = probes.state();

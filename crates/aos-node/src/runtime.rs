@@ -145,12 +145,14 @@ pub struct SandboxRecord {
 }
 
 /// The result of running a command in a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecOutput {
-    /// The exit code.
+    /// The exit code (128 + signal when a signal ended it).
     pub exit_code: i32,
-    /// Combined output (truncated).
+    /// stdout and stderr together, cut at 10 KiB.
     pub output: String,
+    /// It ran past its timeout and was killed.
+    pub timed_out: bool,
 }
 
 /// What the pod workers need from a container runtime.
@@ -170,7 +172,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn signal(&self, pod_uid: &str, id: &str, signal: i32) -> Result<(), RuntimeError>;
     /// Delete an exited container's runtime state and writable layer (its log stays).
     async fn remove_container(&self, pod_uid: &str, id: &str) -> Result<(), RuntimeError>;
-    /// Run a command in a running container (exec probes and hooks).
+    /// Run a command in a running container (exec probes and hooks) as the container's
+    /// process runs: its namespaces, cgroup, user, capabilities, seccomp profile, environment
+    /// and working directory. At `timeout` the command is killed and the result says
+    /// `timed_out`.
     async fn exec(
         &self,
         pod_uid: &str,

@@ -16,7 +16,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aos_sandbox::cgroup::{self, PodCgroup};
 use aos_sandbox::host::{Host, LinuxHost, NsKind};
@@ -30,7 +30,7 @@ use crate::runtime::{ContainerInfo, ContainerRequest, Sandbox, SandboxConfig};
 
 pub mod protocol;
 
-use protocol::{Request, Response, ShimConfig};
+use protocol::{EXEC_OUTPUT_LIMIT, ExecResult, Request, Response, ShimConfig};
 
 /// How long a poll waits at most: the reaping latency.
 const TICK: Duration = Duration::from_millis(50);
@@ -78,6 +78,87 @@ struct Conn {
     buf: Vec<u8>,
 }
 
+/// What a polled descriptor belongs to.
+enum Slot {
+    Listener,
+    Conn(usize),
+    Waiter(usize),
+    Output(String, usize),
+    ExecClient(usize),
+    ExecOutput(usize),
+}
+
+/// A command running in a container for a client that waits for its end.
+struct ExecRun {
+    container: String,
+    pid: i32,
+    /// The connection to answer; `None` once the client hung up.
+    client: Option<UnixStream>,
+    /// The read end of the command's stdout and stderr.
+    output: Option<File>,
+    buf: Vec<u8>,
+    deadline: Instant,
+    timed_out: bool,
+    killed: bool,
+}
+
+impl ExecRun {
+    /// Read what the command wrote; keep the first [`EXEC_OUTPUT_LIMIT`] bytes, drop the rest
+    /// (reading on, so that a chatty command never blocks on a full pipe).
+    fn drain(&mut self) {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let Some(f) = self.output.as_mut() else {
+                return;
+            };
+            match f.read(&mut chunk) {
+                Ok(0) => {
+                    self.output = None;
+                    return;
+                }
+                Ok(n) => {
+                    let room = EXEC_OUTPUT_LIMIT.saturating_sub(self.buf.len());
+                    self.buf.extend_from_slice(&chunk[..n.min(room)]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.output = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A client that went away does not wait any more: its command is killed.
+    fn check_client(&mut self) {
+        let Some(c) = self.client.as_mut() else {
+            return;
+        };
+        let mut b = [0u8; 64];
+        match c.read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(n) if n > 0 => {}
+            _ => {
+                tracing::debug!(container = %self.container, pid = self.pid, "exec client went away; killing the command");
+                self.client = None;
+                self.kill();
+            }
+        }
+    }
+
+    /// SIGKILL to the command's process group (it leads one) and to itself.
+    fn kill(&mut self) {
+        if self.killed {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        self.killed = true;
+    }
+}
+
 struct Shim {
     cfg: ShimConfig,
     host: Arc<LinuxHost>,
@@ -89,6 +170,9 @@ struct Shim {
     waiters: Vec<(UnixStream, u64)>,
     sandbox: Option<Sandbox>,
     tmpfs: Vec<PathBuf>,
+    execs: Vec<ExecRun>,
+    /// Until when to look for unknown exited children (left by an exec that failed half-way).
+    stray_check_until: Option<Instant>,
     exit: bool,
 }
 
@@ -146,6 +230,8 @@ impl Shim {
             waiters: Vec::new(),
             sandbox: None,
             tmpfs: Vec::new(),
+            execs: Vec::new(),
+            stray_check_until: None,
             exit: false,
         };
         shim.recover();
@@ -198,26 +284,38 @@ impl Shim {
     }
 
     fn poll_once(&mut self) {
-        // What to watch: the listener, open connections, parked waiters (for hang-ups) and
-        // container outputs.
-        let mut readable = vec![false; 1 + self.conns.len() + self.waiters.len()];
-        let mut outputs: Vec<(String, usize)> = Vec::new();
-        let mut out_ready;
+        // What to watch: the listener, open connections, parked waiters and exec clients (for
+        // hang-ups), container outputs and exec outputs.
+        let mut ready: Vec<Slot> = Vec::new();
         {
             let mut fds: Vec<PollFd<'_>> = Vec::new();
+            let mut slots: Vec<Slot> = Vec::new();
             fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
-            for c in &self.conns {
+            slots.push(Slot::Listener);
+            for (k, c) in self.conns.iter().enumerate() {
                 fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+                slots.push(Slot::Conn(k));
             }
-            for (w, _) in &self.waiters {
+            for (k, (w, _)) in self.waiters.iter().enumerate() {
                 fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+                slots.push(Slot::Waiter(k));
             }
             for (id, e) in &self.containers {
                 for (i, f) in e.outputs.iter().enumerate() {
                     if let Some(f) = f {
                         fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-                        outputs.push((id.clone(), i));
+                        slots.push(Slot::Output(id.clone(), i));
                     }
+                }
+            }
+            for (k, x) in self.execs.iter().enumerate() {
+                if let Some(c) = &x.client {
+                    fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+                    slots.push(Slot::ExecClient(k));
+                }
+                if let Some(f) = &x.output {
+                    fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                    slots.push(Slot::ExecOutput(k));
                 }
             }
             let timeout =
@@ -226,29 +324,32 @@ impl Shim {
                 Ok(_) | Err(nix::Error::EINTR) => {}
                 Err(e) => tracing::warn!(error = %e, "poll"),
             }
-            let any = |f: &PollFd<'_>| {
-                f.revents().is_some_and(|r| {
+            for (f, slot) in fds.iter().zip(slots) {
+                let hit = f.revents().is_some_and(|r| {
                     r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
-                })
-            };
-            for (i, r) in readable.iter_mut().enumerate() {
-                *r = any(&fds[i]);
-            }
-            out_ready = Vec::new();
-            for (k, f) in fds[readable.len()..].iter().enumerate() {
-                if any(f) {
-                    out_ready.push(outputs[k].clone());
+                });
+                if hit {
+                    ready.push(slot);
                 }
             }
         }
-        for (id, i) in out_ready {
-            self.drain_output(&id, i);
+        let mut listener_ready = false;
+        let mut conns_ready = Vec::new();
+        let mut waiters_ready = Vec::new();
+        for slot in ready {
+            match slot {
+                Slot::Listener => listener_ready = true,
+                Slot::Conn(k) => conns_ready.push(k),
+                Slot::Waiter(k) => waiters_ready.push(k),
+                Slot::Output(id, i) => self.drain_output(&id, i),
+                Slot::ExecOutput(k) => self.execs[k].drain(),
+                Slot::ExecClient(k) => self.execs[k].check_client(),
+            }
         }
         // Hung-up waiters go away.
-        let nconns = self.conns.len();
         let mut keep = Vec::new();
         for (k, (mut w, after)) in std::mem::take(&mut self.waiters).into_iter().enumerate() {
-            if readable[1 + nconns + k] {
+            if waiters_ready.contains(&k) {
                 let mut b = [0u8; 64];
                 match w.read(&mut b) {
                     Ok(0) | Err(_) => continue,
@@ -262,7 +363,7 @@ impl Shim {
         let mut conns = std::mem::take(&mut self.conns);
         let mut still = Vec::new();
         for (k, mut c) in conns.drain(..).enumerate() {
-            if !readable[1 + k] {
+            if !conns_ready.contains(&k) {
                 still.push(c);
                 continue;
             }
@@ -283,7 +384,7 @@ impl Shim {
             }
         }
         self.conns.extend(still);
-        if readable[0] {
+        if listener_ready {
             while let Ok((s, _)) = self.listener.accept() {
                 if s.set_nonblocking(true).is_ok() {
                     self.conns.push(Conn {
@@ -294,6 +395,7 @@ impl Shim {
             }
         }
         self.reap();
+        self.reap_execs();
         self.answer_waiters();
     }
 
@@ -393,6 +495,104 @@ impl Shim {
         self.waiters = keep;
     }
 
+    /// Start a command in container `id`; returns its pid and the read end of its output.
+    fn start_exec(&mut self, id: &str, command: &[String]) -> Result<(i32, File), String> {
+        let handle = match self.containers.get(id) {
+            Some(Entry {
+                handle: Some(h),
+                info,
+                ..
+            }) if info.exit.is_none() => h,
+            Some(_) => return Err(format!("container {id} is not running")),
+            None => return Err(format!("container {id} not found")),
+        };
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("exec output pipe: {e}"))?;
+        let read = File::from(read);
+        nix::fcntl::fcntl(
+            &read,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| format!("exec output pipe: {e}"))?;
+        match handle.exec(command, write) {
+            Ok(pid) => Ok((pid, read)),
+            Err(e) => {
+                // Its intermediate process may be left to reap.
+                self.stray_check_until = Some(Instant::now() + Duration::from_secs(2));
+                Err(format!("exec in container {id}: {e}"))
+            }
+        }
+    }
+
+    /// Answer the execs that ended; kill the ones past their deadline.
+    fn reap_execs(&mut self) {
+        let now = Instant::now();
+        let mut keep = Vec::new();
+        for mut x in std::mem::take(&mut self.execs) {
+            if !x.killed && now >= x.deadline {
+                tracing::info!(container = %x.container, pid = x.pid, "exec timed out; killing it");
+                x.timed_out = true;
+                x.kill();
+            }
+            let code = match nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(x.pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            ) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Ok(code),
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => Ok(128 + sig as i32),
+                Ok(_) | Err(nix::Error::EINTR) => {
+                    keep.push(x);
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+            x.drain();
+            let Some(client) = x.client.take() else {
+                continue;
+            };
+            let resp = match code {
+                Ok(exit_code) => Response {
+                    ok: true,
+                    exec: Some(ExecResult {
+                        exit_code,
+                        output: String::from_utf8_lossy(&x.buf).into_owned(),
+                        timed_out: x.timed_out,
+                    }),
+                    ..Default::default()
+                },
+                Err(e) => Response::error(format!("waiting for exec pid {}: {e}", x.pid)),
+            };
+            reply(client, &resp);
+        }
+        self.execs = keep;
+        if let Some(until) = self.stray_check_until {
+            self.reap_strays();
+            if now >= until {
+                self.stray_check_until = None;
+            }
+        }
+    }
+
+    /// Reap exited children that are neither a container nor a running exec (what an exec that
+    /// failed half-way leaves). Containers and execs are reaped by their own pid, never here.
+    fn reap_strays(&self) {
+        let known: std::collections::BTreeSet<i32> = self
+            .containers
+            .values()
+            .filter(|e| e.handle.is_some())
+            .map(|e| e.info.pid)
+            .chain(self.execs.iter().map(|x| x.pid))
+            .collect();
+        for pid in own_children() {
+            if !known.contains(&pid) && is_zombie(pid) {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+        }
+    }
+
     fn handle_line(&mut self, stream: UnixStream, line: &[u8]) {
         let req: Request = match serde_json::from_slice(line) {
             Ok(r) => r,
@@ -414,6 +614,27 @@ impl Shim {
                     return;
                 }
             }
+            Request::Exec {
+                id,
+                command,
+                timeout_ms,
+            } => match self.start_exec(&id, &command) {
+                Ok((pid, output)) => {
+                    tracing::debug!(container = %id, pid, ?command, "exec started");
+                    self.execs.push(ExecRun {
+                        container: id,
+                        pid,
+                        client: Some(stream),
+                        output: Some(output),
+                        buf: Vec::new(),
+                        deadline: Instant::now() + Duration::from_millis(timeout_ms),
+                        timed_out: false,
+                        killed: false,
+                    });
+                    return;
+                }
+                Err(e) => Response::error(e),
+            },
             Request::EnsureSandbox { config } => match self.ensure_sandbox(&config) {
                 Ok(s) => Response {
                     ok: true,
@@ -642,6 +863,13 @@ impl Shim {
     }
 
     fn shutdown(&mut self) -> Result<(), String> {
+        for mut x in std::mem::take(&mut self.execs) {
+            x.kill();
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(x.pid), None);
+            if let Some(c) = x.client.take() {
+                reply(c, &Response::error("the pod's sandbox is being removed"));
+            }
+        }
         for e in self.containers.values() {
             if let (Some(h), None) = (&e.handle, &e.info.exit) {
                 let _ = h.kill(9);
@@ -704,6 +932,32 @@ fn reply(mut stream: UnixStream, resp: &Response) {
     let mut line = serde_json::to_vec(resp).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
     line.push(b'\n');
     let _ = stream.write_all(&line);
+}
+
+/// The shim's child processes (`/proc/self/task/*/children`).
+fn own_children() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// Whether `pid` has exited and waits to be reaped.
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 /// Whether process `pid` is in a cgroup whose path names container `id` (a pid reused by an

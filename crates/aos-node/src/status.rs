@@ -101,6 +101,81 @@ pub fn container_status(spec: &Container, v: &ContainerView) -> Value {
     s
 }
 
+/// Whether an init container ran to completion (exit code 0, not about to run again).
+fn completed(v: &ContainerView) -> bool {
+    v.waiting.is_none()
+        && v.current
+            .as_ref()
+            .and_then(|c| c.exit)
+            .is_some_and(|e| e.code == 0)
+}
+
+/// One entry of `status.initContainerStatuses`. A completed init container is `ready`;
+/// `initialized` says the pod is past its init containers (one whose record is gone is
+/// reported as completed).
+pub fn init_container_status(spec: &Container, v: &ContainerView, initialized: bool) -> Value {
+    if v.current.is_none() && initialized {
+        return json!({
+            "name": spec.name,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+            "lastState": {},
+            "ready": true,
+            "restartCount": 0,
+            "image": spec.image.clone().unwrap_or_default(),
+            "imageID": "",
+            "started": false,
+        });
+    }
+    let mut s = container_status(spec, v);
+    s["ready"] = json!(completed(v));
+    s
+}
+
+/// Where a pod is with its init containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitState {
+    /// All completed (or the app containers started, so they never run again).
+    Done,
+    /// Some have not completed yet: their names.
+    Pending(Vec<String>),
+    /// One failed and the restart policy is `Never`: the pod failed.
+    Failed(Vec<String>),
+}
+
+/// Where a pod with `init` containers (and their views) is; `app_started` when an app
+/// container has run.
+pub fn init_state(
+    restart_policy: &str,
+    init: &[Container],
+    views: &[ContainerView],
+    app_started: bool,
+) -> InitState {
+    if app_started {
+        return InitState::Done;
+    }
+    let incomplete: Vec<String> = init
+        .iter()
+        .zip(views)
+        .filter(|(_, v)| !completed(v))
+        .map(|(c, _)| c.name.clone())
+        .collect();
+    if incomplete.is_empty() {
+        return InitState::Done;
+    }
+    let failed = views.iter().any(|v| {
+        v.waiting.is_none()
+            && v.current
+                .as_ref()
+                .and_then(|c| c.exit)
+                .is_some_and(|e| e.code != 0)
+    });
+    if failed && restart_policy == "Never" {
+        InitState::Failed(incomplete)
+    } else {
+        InitState::Pending(incomplete)
+    }
+}
+
 /// The pod phase from container statuses, as the kubelet decides it.
 pub fn phase(restart_policy: &str, statuses: &[Value]) -> &'static str {
     let mut waiting = 0;
@@ -142,11 +217,11 @@ pub fn phase(restart_policy: &str, statuses: &[Value]) -> &'static str {
     "Pending"
 }
 
-/// `status.qosClass`.
-pub fn qos_class(containers: &[Container]) -> &'static str {
+/// `status.qosClass`, over the app and init containers.
+pub fn qos_class(containers: &[Container], init: &[Container]) -> &'static str {
     let mut any = false;
     let mut guaranteed = true;
-    for c in containers {
+    for c in containers.iter().chain(init) {
         let r = c.resources.as_ref();
         let limits = r.and_then(|r| r.limits.clone()).unwrap_or_default();
         let requests = r.and_then(|r| r.requests.clone()).unwrap_or_default();
@@ -202,15 +277,18 @@ pub struct PodFacts {
     pub sandbox_error: Option<String>,
 }
 
-/// The whole `status` of a pod.
+/// The whole `status` of a pod: `init_views` for `spec.initContainers`, `views` for
+/// `spec.containers`, in spec order.
 pub fn pod_status(
     pod: &Pod,
+    init_views: &[ContainerView],
     views: &[ContainerView],
     facts: &PodFacts,
     now: jiff::Timestamp,
 ) -> Value {
     let now_s = format_time(now);
     let spec = pod.spec.clone().unwrap_or_default();
+    let init = spec.init_containers.clone().unwrap_or_default();
     let statuses: Vec<Value> = spec
         .containers
         .iter()
@@ -218,7 +296,19 @@ pub fn pod_status(
         .map(|(c, v)| container_status(c, v))
         .collect();
     let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
-    let phase = phase(restart_policy, &statuses);
+    let app_started = views.iter().any(|v| v.current.is_some());
+    let init_state = init_state(restart_policy, &init, init_views, app_started);
+    let initialized = init_state == InitState::Done;
+    let init_statuses: Vec<Value> = init
+        .iter()
+        .zip(init_views)
+        .map(|(c, v)| init_container_status(c, v, initialized))
+        .collect();
+    let phase = match &init_state {
+        InitState::Done => phase(restart_policy, &statuses),
+        InitState::Pending(_) => "Pending",
+        InitState::Failed(_) => "Failed",
+    };
     let old: Vec<Value> = pod
         .status
         .as_ref()
@@ -250,7 +340,23 @@ pub fn pod_status(
             None,
             &now_s,
         ),
-        condition(&old, "Initialized", true, None, &now_s),
+        match &init_state {
+            InitState::Done => condition(&old, "Initialized", true, None, &now_s),
+            InitState::Pending(names) | InitState::Failed(names) => {
+                let mut c = condition(
+                    &old,
+                    "Initialized",
+                    false,
+                    Some("ContainersNotInitialized"),
+                    &now_s,
+                );
+                c["message"] = json!(format!(
+                    "containers with incomplete status: [{}]",
+                    names.join(" ")
+                ));
+                c
+            }
+        },
         condition(&old, "Ready", all_ready, reason(all_ready), &now_s),
         condition(
             &old,
@@ -267,8 +373,11 @@ pub fn pod_status(
         "hostIP": facts.host_ip,
         "hostIPs": [{"ip": facts.host_ip}],
         "containerStatuses": statuses,
-        "qosClass": qos_class(&spec.containers),
+        "qosClass": qos_class(&spec.containers, &init),
     });
+    if !init_statuses.is_empty() {
+        status["initContainerStatuses"] = json!(init_statuses);
+    }
     if let Some(ip) = &facts.pod_ip {
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{"ip": ip}]);
@@ -394,9 +503,14 @@ mod tests {
             json!({"name": "a", "resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "500m", "memory": "1Gi"}}}),
         );
         let e = c(json!({"name": "a"}));
-        assert_eq!(qos_class(&[g]), "Guaranteed");
-        assert_eq!(qos_class(std::slice::from_ref(&b)), "Burstable");
-        assert_eq!(qos_class(&[e]), "BestEffort");
+        assert_eq!(qos_class(std::slice::from_ref(&g), &[]), "Guaranteed");
+        assert_eq!(qos_class(std::slice::from_ref(&b), &[]), "Burstable");
+        assert_eq!(qos_class(std::slice::from_ref(&e), &[]), "BestEffort");
+        assert_eq!(
+            qos_class(&[g], &[e]),
+            "Burstable",
+            "an init container counts"
+        );
     }
 
     #[test]
@@ -423,7 +537,7 @@ mod tests {
             start_time: Some(now),
             sandbox_error: None,
         };
-        let s = pod_status(&pod, &[v], &facts, now);
+        let s = pod_status(&pod, &[], &[v], &facts, now);
         assert_eq!(s["phase"], "Running");
         assert_eq!(s["podIP"], "10.88.0.2");
         assert_eq!(s["podIPs"][0]["ip"], "10.88.0.2");

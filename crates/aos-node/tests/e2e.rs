@@ -7,82 +7,20 @@
 //! Needs root (namespaces, mounts, cgroups, veths) and Debian's `busybox-static`; each test
 //! says why when it skips.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aos_controller::cluster::Cluster;
 use aos_controller::cluster::fake::FakeCluster;
-use aos_node::clock::Clock;
-use aos_node::image::{ImageSource, StoreImages};
 use aos_node::kinds::PODS;
-use aos_node::node::MachineInfo;
-use aos_node::probe::{NetProber, Prober};
-use aos_node::runtime::ContainerRuntime;
-use aos_node::runtime::shim::ShimRuntime;
-use aos_node::{NodeAgent, NodeConfig};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-const BUSYBOX: &str = "/bin/busybox";
-
-fn ready_to_run() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to create namespaces, mounts, cgroups and veths");
-        return false;
-    }
-    if !Path::new(BUSYBOX).exists() {
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "busybox-static"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output();
-    }
-    if !Path::new(BUSYBOX).exists() {
-        eprintln!("skipped: /bin/busybox missing and `apt-get install busybox-static` failed");
-        return false;
-    }
-    true
-}
-
-/// Build `busybox:e2e` (FROM scratch, busybox and its applets, a passwd with user 1001).
-fn build_image(data_dir: &Path) {
-    let ctx = data_dir.join("build");
-    let root = ctx.join("rootfs");
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
-    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/:/bin/sh\napp:x:1001:1001:app:/tmp:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:1001:\n").unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nCOPY rootfs/ /\nUSER app\nENV PATH=/bin\nWORKDIR /tmp\nCMD [\"/bin/sh\"]\n",
-    )
-    .unwrap();
-    let store = aos_image::ImageStore::open(data_dir).unwrap();
-    aos_image::build(
-        &store,
-        &aos_image::BuildOptions {
-            context: ctx.clone(),
-            tags: vec!["busybox:e2e".into()],
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
-    std::fs::remove_dir_all(ctx).unwrap();
-}
+mod support;
+use support::{
+    HostCleanup, build_image, mounts_under, node_config, process_state, ready_to_run, shims_of,
+    start_agent, status_field,
+};
 
 /// A pod serving `/tmp/www` with busybox httpd on 8080, hardened as the seed's Deployment.
 fn pod(name: &str, liveness_threshold: u32) -> Value {
@@ -119,137 +57,16 @@ fn pod(name: &str, liveness_threshold: u32) -> Value {
     })
 }
 
-struct Node {
-    config: NodeConfig,
-    cluster: Arc<FakeCluster>,
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    runtime: Arc<dyn ContainerRuntime>,
-}
-
-fn start_agent(config: &NodeConfig, cluster: &Arc<FakeCluster>) -> Node {
-    let runtime: Arc<dyn ContainerRuntime> = Arc::new(ShimRuntime::new(config).unwrap());
-    let images: Arc<dyn ImageSource> = Arc::new(StoreImages::open(&config.data_dir).unwrap());
-    let prober: Arc<dyn Prober> = Arc::new(NetProber::new(runtime.clone()));
-    let agent = NodeAgent::with_parts(
-        config.clone(),
-        cluster.clone(),
-        runtime.clone(),
-        images,
-        prober,
-        Clock::new(),
-        MachineInfo::read(),
-    );
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(agent.run(cancel.clone()));
-    Node {
-        config: config.clone(),
-        cluster: cluster.clone(),
-        cancel,
-        task,
-        runtime,
-    }
-}
-
-impl Node {
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.task.await.unwrap();
-    }
-
-    fn pod(&self, name: &str) -> Option<Value> {
-        self.cluster.object(&PODS, Some("default"), name)
-    }
-
-    async fn wait_for(&self, what: &str, mut f: impl FnMut(&Value) -> bool, name: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(p) = self.pod(name) {
-                if f(&p) {
-                    return p;
-                }
-                if Instant::now() > deadline {
-                    panic!("{name}: timed out waiting for {what}: {:#}", p["status"]);
-                }
-            } else if Instant::now() > deadline {
-                panic!("{name}: gone while waiting for {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wait_ready(&self, name: &str, ready: bool, restarts: u64) -> Value {
-        let want = if ready { "True" } else { "False" };
-        self.wait_for(
-            &format!("Ready={want} restartCount={restarts}"),
-            |p| {
-                let cond = p["status"]["conditions"]
-                    .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-                    .map(|c| c["status"] == want)
-                    .unwrap_or(false);
-                cond && p["status"]["containerStatuses"][0]["restartCount"] == restarts
-            },
-            name,
-        )
-        .await
-    }
-
-    fn pod_dir(&self, p: &Value) -> PathBuf {
-        self.config.pods_dir().join(format!(
-            "default_{}_{}",
-            p["metadata"]["name"].as_str().unwrap(),
-            p["metadata"]["uid"].as_str().unwrap()
-        ))
-    }
-
-    async fn running_pid(&self, uid: &str) -> i32 {
-        let cs = self.runtime.containers(uid).await.unwrap();
-        cs.iter()
-            .filter(|c| c.running())
-            .map(|c| c.pid)
-            .next()
-            .expect("a running container")
-    }
-}
-
-fn status_field(log: &str, key: &str) -> String {
-    log.lines()
-        .find_map(|l| {
-            l.split_once(&format!("{key}:"))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("{key} missing in {log}"))
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| m.starts_with(&prefix))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_run_hardened_restart_and_leave_nothing_behind() {
     if !ready_to_run() {
         return;
     }
-    // Shims of an earlier, failed attempt of this test would count as leaked by this one.
-    let _ = Command::new("pkill")
-        .args(["-9", "-f", env!("CARGO_BIN_EXE_aos-node-shim")])
-        .status();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_path_buf();
     build_image(&data_dir);
-    let id = std::process::id() % 10_000;
-    let mut config = NodeConfig::new("e2e-node", &data_dir, env!("CARGO_BIN_EXE_aos-node-shim"));
-    config.bridge = format!("aosn{id}");
-    config.pod_cidr = format!("10.203.{}.0/24", id % 250);
-    config.cgroup_root = format!("/aos-node-e2e-{id}");
-    config.node_ip = Some("127.0.0.1".parse().unwrap());
+    let config = node_config(&data_dir, 3);
+    let _cleanup = HostCleanup::new(&config);
     let cluster = FakeCluster::new();
     let node = start_agent(&config, &cluster);
 
@@ -388,7 +205,7 @@ async fn pods_run_hardened_restart_and_leave_nothing_behind() {
     let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
     let links = String::from_utf8_lossy(&links.stdout);
     for uid in [&uid_a, &uid_b] {
-        let veth = aos_sandbox::network::host_veth_name(uid);
+        let veth = aos_sandbox::network::host_veth_name(&config.bridge, uid);
         assert!(!links.contains(&veth), "veth {veth} left behind");
     }
     let ipam = std::fs::read_to_string(config.ipam_file()).unwrap_or_default();
@@ -408,29 +225,10 @@ async fn pods_run_hardened_restart_and_leave_nothing_behind() {
         assert!(left.is_empty(), "cgroups left: {left:?}");
         let _ = std::fs::remove_dir(&root);
     }
-    let shims = Command::new("pgrep")
-        .args(["-f", env!("CARGO_BIN_EXE_aos-node-shim")])
-        .output()
-        .unwrap();
-    let shim_pids = String::from_utf8_lossy(&shims.stdout);
-    // Only our own shims could match the test binary's path.
-    assert!(shim_pids.trim().is_empty(), "shims left: {shim_pids}");
+    // The shims of this test are the processes with its data directory on their command line.
+    let shims = shims_of(&data_dir);
+    assert!(shims.is_empty(), "shims left: {shims}");
     let _ = Command::new("ip")
         .args(["link", "del", "dev", &config.bridge])
         .status();
-}
-
-/// What `/proc` says of a process that should be gone: its state, parent and command line.
-fn process_state(pid: i32) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let wanted: Vec<&str> = status
-        .lines()
-        .filter(|l| l.starts_with("State:") || l.starts_with("PPid:") || l.starts_with("Name:"))
-        .collect();
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    format!(
-        "{} cmdline={:?}",
-        wanted.join(" "),
-        String::from_utf8_lossy(&cmdline).replace('\0', " ")
-    )
 }

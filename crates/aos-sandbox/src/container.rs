@@ -7,6 +7,7 @@
 //! ([`Handle::wait`]).
 
 use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -22,8 +23,8 @@ use crate::executor::SandboxExecutor;
 use crate::host::{Host, HostError};
 use crate::oci::{self, CapabilityPlan, OciError};
 use crate::rootfs::{self, RootfsError};
-use crate::seccomp::{Policy, ResolveContext, SeccompError};
-use crate::spec::{ExitStatus, SandboxSpec, SpecError};
+use crate::seccomp::{CompiledFilter, Policy, ResolveContext, SeccompError};
+use crate::spec::{ExitStatus, ProcessSpec, SandboxSpec, SpecError};
 
 /// Errors of the container runtime.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,9 @@ pub enum SandboxError {
     /// An unknown signal number.
     #[error("invalid signal {0}")]
     InvalidSignal(i32),
+    /// An exec into a container that has exited.
+    #[error("container {0} is not running")]
+    NotRunning(String),
 }
 
 fn lc(op: &'static str) -> impl FnOnce(libcontainer::error::LibcontainerError) -> SandboxError {
@@ -142,11 +146,16 @@ impl Runtime {
                 .map(|p| p.compile())
                 .transpose()?;
         let plan = CapabilityPlan::new(capabilities, filter.is_some(), spec.process.no_new_privs);
-        let temporary = plan
+        let temporary: Vec<caps::Capability> = plan
             .temporary
             .iter()
             .filter_map(|c| crate::caps::parse(c))
             .collect();
+        let exec = ExecContext {
+            filter: filter.clone(),
+            temporary: temporary.clone(),
+            process: spec.process.clone(),
+        };
 
         let bundle = &spec.bundle_dir;
         std::fs::create_dir_all(bundle).map_err(|source| SandboxError::Io {
@@ -213,6 +222,7 @@ impl Runtime {
             host: self.host.clone(),
             cgroup_version: self.cgroup_version,
             exit: Mutex::new(None),
+            exec,
         })
     }
 }
@@ -249,6 +259,15 @@ pub struct Handle {
     host: Arc<dyn Host>,
     cgroup_version: CgroupVersion,
     exit: Mutex<Option<ExitStatus>>,
+    exec: ExecContext,
+}
+
+/// What a process run in the container inherits besides the OCI spec: the seccomp filter, the
+/// capabilities the init drops after installing it, and the container's user and directory.
+struct ExecContext {
+    filter: Option<CompiledFilter>,
+    temporary: Vec<caps::Capability>,
+    process: ProcessSpec,
 }
 
 impl std::fmt::Debug for Handle {
@@ -288,6 +307,86 @@ impl Handle {
                 pid: self.pid,
                 errno,
             }),
+        }
+    }
+
+    /// Start `args` inside the running container, as `kubectl exec` (and the kubelet's exec
+    /// probes and hooks) do: it joins the container's namespaces and cgroup (libcontainer's
+    /// tenant builder, `setns` into the init's namespaces), and runs as the container's process
+    /// does: the same uid, gid and supplementary groups, capabilities, `no_new_privs`, seccomp
+    /// filter, environment and working directory. Its stdin is `/dev/null`; stdout and stderr
+    /// both go to `output`.
+    ///
+    /// Returns the process's pid (host view) once it has executed `args[0]`; the process is a
+    /// child of the caller, which must reap it (`waitpid`). It leads its own session and process
+    /// group (libcontainer's init calls `setsid`), so `kill(-pid, ...)` reaches what it forked.
+    ///
+    /// Like [`Runtime::start`], this forks: call it only from a single-threaded process.
+    pub fn exec(&self, args: &[String], output: OwnedFd) -> Result<i32, SandboxError> {
+        if args.is_empty() {
+            return Err(SpecError::EmptyArgs.into());
+        }
+        if self
+            .exit
+            .lock()
+            .expect("exit status lock poisoned")
+            .is_some()
+        {
+            return Err(SandboxError::NotRunning(self.id.clone()));
+        }
+        let stdin = open_null()?;
+        let stderr = output.try_clone().map_err(|source| SandboxError::Io {
+            what: "duplicate exec output",
+            path: self.bundle.clone(),
+            source,
+        })?;
+        // The pid lands here before the process is told to go on, so that a failed exec's
+        // process can still be found, killed and reaped.
+        let pid_file = self.bundle.join("exec.pid");
+        let _ = std::fs::remove_file(&pid_file);
+        let p = &self.exec.process;
+        let built = (|| {
+            ContainerBuilder::new(self.id.clone(), SyscallType::Linux)
+                .with_root_path(&self.state_root)
+                .map_err(lc("state root"))?
+                .with_pid_file(Some(&pid_file))
+                .map_err(lc("pid file"))?
+                .with_executor(SandboxExecutor::new(
+                    self.exec.filter.clone(),
+                    self.exec.temporary.clone(),
+                ))
+                .with_stdin(stdin)
+                .with_stdout(output)
+                .with_stderr(stderr)
+                .as_tenant()
+                .with_container_args(args.to_vec())
+                .with_cwd(Some(&p.cwd))
+                .with_user(Some(p.uid))
+                .with_group(Some(p.gid))
+                .with_additional_gids(p.supplemental_groups.clone())
+                .with_no_new_privs(p.no_new_privs)
+                .with_detach(true)
+                .build()
+                .map_err(lc("exec"))
+        })();
+        // libcontainer leaves the tenant's notify socket behind in the state directory; one
+        // exec at a time (the caller is single-threaded), so every such socket is finished.
+        remove_tenant_sockets(&self.state_root.join(&self.id));
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        let _ = std::fs::remove_file(&pid_file);
+        match built {
+            Ok(p) => Ok(p.as_raw()),
+            Err(e) => {
+                if let Some(pid) = pid {
+                    // It failed before or at execve: make sure it is gone, and reap it.
+                    let pid = Pid::from_raw(pid);
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -373,5 +472,20 @@ impl Handle {
         let config = self.bundle.join("config.json");
         self.host.remove_all(&config)?;
         Ok(())
+    }
+}
+
+/// Remove the notify sockets libcontainer's tenant builder leaves in a container's state
+/// directory (`tenant-notify-<random>.sock`, one per exec).
+fn remove_tenant_sockets(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("tenant-notify-") && name.ends_with(".sock") {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }

@@ -10,6 +10,11 @@
 //!   and permitted sets only (never the bounding set, see [`crate::oci::CapabilityPlan`]),
 //!   installs the filter and drops it with `capset` before `execve`. After `execve` a process
 //!   cannot regain a capability outside its bounding set.
+//!
+//! It also gives the workload default signal dispositions and an empty signal mask: an ignored
+//! signal stays ignored across `execve`, and the process that starts containers (the shim, a
+//! Rust program) ignores `SIGPIPE`, which would make `producer | head` pipelines in a
+//! container spin instead of ending.
 
 use caps::{CapSet, Capability};
 use libcontainer::oci_spec::runtime::Spec;
@@ -37,8 +42,25 @@ impl SandboxExecutor {
     }
 }
 
+/// Every signal back to its default action, none blocked.
+fn reset_signals() -> Result<(), ExecutorError> {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installs no handler function, only the default action; nothing else runs in
+        // this single-threaded process between here and `execve`.
+        unsafe { signal(sig, SigHandler::SigDfl) }
+            .map_err(|e| ExecutorError::Other(format!("resetting {sig}: {e}")))?;
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(|e| ExecutorError::Other(format!("clearing the signal mask: {e}")))
+}
+
 impl Executor for SandboxExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        reset_signals()?;
         if let Some(filter) = &self.filter {
             filter
                 .install()

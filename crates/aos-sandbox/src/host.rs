@@ -313,6 +313,7 @@ pub struct RecordingHost {
     calls: Mutex<Vec<Call>>,
     files: Mutex<HashMap<PathBuf, String>>,
     failing_commands: Mutex<Vec<String>>,
+    failing_once: Mutex<Vec<String>>,
     outputs: Mutex<HashMap<String, String>>,
 }
 
@@ -333,6 +334,14 @@ impl RecordingHost {
     /// Make commands whose `program args...` line starts with `prefix` fail.
     pub fn fail_command(&self, prefix: impl Into<String>) {
         self.failing_commands
+            .lock()
+            .expect("poisoned")
+            .push(prefix.into());
+    }
+
+    /// Make the next command whose `program args...` line starts with `prefix` fail, once.
+    pub fn fail_command_once(&self, prefix: impl Into<String>) {
+        self.failing_once
             .lock()
             .expect("poisoned")
             .push(prefix.into());
@@ -455,12 +464,23 @@ impl Host for RecordingHost {
             .chain(args.iter().cloned())
             .collect::<Vec<_>>()
             .join(" ");
-        if self
-            .failing_commands
-            .lock()
-            .expect("poisoned")
-            .iter()
-            .any(|p| line.starts_with(p))
+        let once = {
+            let mut once = self.failing_once.lock().expect("poisoned");
+            match once.iter().position(|p| line.starts_with(p)) {
+                Some(i) => {
+                    once.remove(i);
+                    true
+                }
+                None => false,
+            }
+        };
+        if once
+            || self
+                .failing_commands
+                .lock()
+                .expect("poisoned")
+                .iter()
+                .any(|p| line.starts_with(p))
         {
             return Err(HostError::Command {
                 program: program.to_string(),

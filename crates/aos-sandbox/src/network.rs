@@ -257,12 +257,21 @@ fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
 
-/// The host-side veth name of a pod: stable, at most 15 bytes (IFNAMSIZ - 1).
-pub fn host_veth_name(pod_id: &str) -> String {
+/// The host-side veth name of a pod on `bridge`: stable, at most 15 bytes (IFNAMSIZ - 1).
+///
+/// Link names are global to the host while pod ids are only unique within one pod network:
+/// two agents on one machine (tests, or several data directories) may well run pods with the
+/// same id. The bridge names the pod network, so it is part of the name: a pod's `attach`
+/// (which first deletes a stale pair of its own name) never takes another network's veth.
+pub fn host_veth_name(bridge: &str, pod_id: &str) -> String {
     // FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
-    let hash = pod_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = bridge
+        .bytes()
+        .chain(std::iter::once(b'/'))
+        .chain(pod_id.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
     format!("aosv{:08x}", hash as u32)
 }
 
@@ -284,13 +293,21 @@ impl Network {
     /// Create the bridge with the gateway address, and bring it up (idempotent).
     pub fn ensure_bridge(&self) -> Result<(), NetworkError> {
         let br = self.config.bridge.as_str();
-        if self
-            .host
-            .run("ip", &args(&["link", "show", "dev", br]))
-            .is_err()
-        {
+        let exists = || {
             self.host
-                .run("ip", &args(&["link", "add", br, "type", "bridge"]))?;
+                .run("ip", &args(&["link", "show", "dev", br]))
+                .is_ok()
+        };
+        if !exists() {
+            // Every pod's shim ensures the bridge, and two may race to create it: losing that
+            // race is fine.
+            if let Err(e) = self
+                .host
+                .run("ip", &args(&["link", "add", br, "type", "bridge"]))
+                && !exists()
+            {
+                return Err(e.into());
+            }
         }
         let gw = format!("{}/{}", self.config.cidr.gateway(), self.config.cidr.prefix);
         self.host
@@ -319,7 +336,7 @@ impl Network {
         netns: &Path,
         ip: Ipv4Addr,
     ) -> Result<PodAddress, NetworkError> {
-        let veth = host_veth_name(pod_id);
+        let veth = host_veth_name(&self.config.bridge, pod_id);
         let ns = netns.to_string_lossy().into_owned();
         let prefix = self.config.cidr.prefix;
         let gateway = self.config.cidr.gateway();
@@ -370,7 +387,7 @@ impl Network {
 
     /// Remove the pod's veth pair and release its address (idempotent).
     pub fn detach(&self, pod_id: &str) -> Result<(), NetworkError> {
-        let veth = host_veth_name(pod_id);
+        let veth = host_veth_name(&self.config.bridge, pod_id);
         if self
             .host
             .run("ip", &args(&["link", "show", "dev", &veth]))
@@ -441,8 +458,13 @@ mod tests {
         let net = Network::new(NetworkConfig::with_defaults(dir.path()), host.clone()).unwrap();
         let addr = net.attach("pod-1", Path::new("/ns/pod-1/net")).unwrap();
         assert_eq!(addr.ip, Ipv4Addr::new(10, 88, 0, 2));
-        let veth = host_veth_name("pod-1");
+        let veth = host_veth_name("aos0", "pod-1");
         assert!(veth.len() <= 15);
+        assert_ne!(
+            veth,
+            host_veth_name("aos1", "pod-1"),
+            "same pod id on another pod network"
+        );
         let cmds = host.commands();
         let want = [
             "ip link add aos0 type bridge".to_string(),
@@ -459,6 +481,27 @@ mod tests {
         }
         net.detach("pod-1").unwrap();
         assert_eq!(net.ipam().lookup("pod-1").unwrap(), None);
+    }
+
+    #[test]
+    fn a_bridge_made_meanwhile_by_another_shim_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(RecordingHost::new());
+        // Not there at first; the `add` fails because another shim just made it.
+        host.fail_command_once("ip link show dev aos0");
+        host.fail_command("ip link add aos0 type bridge");
+        let net = Network::new(NetworkConfig::with_defaults(dir.path()), host.clone()).unwrap();
+        net.ensure_bridge().unwrap();
+        assert!(
+            host.commands()
+                .contains(&"ip link set dev aos0 up".to_string())
+        );
+        // Still missing after a failed `add`: an error.
+        let host = Arc::new(RecordingHost::new());
+        host.fail_command("ip link show dev aos0");
+        host.fail_command("ip link add aos0 type bridge");
+        let net = Network::new(NetworkConfig::with_defaults(dir.path()), host).unwrap();
+        assert!(net.ensure_bridge().is_err());
     }
 
     #[test]

@@ -29,24 +29,35 @@ fn image() -> ResolvedImage {
 }
 
 fn env() -> Env {
+    env_with(false)
+}
+
+/// With `net_prober`, probes run through the real prober (exec probes go to the fake runtime).
+fn env_with(net_prober: bool) -> Env {
     let clock = Clock::new();
     let cluster = FakeCluster::new();
     let runtime = Arc::new(FakeRuntime::new(clock));
     let images = Arc::new(FakeImages::default());
     images.insert("agent-registry:1.0.0", image());
     let prober = Arc::new(FakeProber::default());
+    let ctx_prober: Arc<dyn Prober> = if net_prober {
+        Arc::new(crate::probe::NetProber::new(runtime.clone()))
+    } else {
+        prober.clone()
+    };
     let mut config = NodeConfig::new("node-1", "/tmp/unused", "/bin/false");
     config.node_ip = Some("192.168.1.2".parse().unwrap());
     let ctx = Arc::new(Ctx {
         cluster: cluster.clone(),
         runtime: runtime.clone(),
         images: images.clone(),
-        prober: prober.clone(),
+        prober: ctx_prober,
         config,
         clock,
         node_ip: "192.168.1.2".into(),
         node_cpu_millis: 2000,
         node_memory_bytes: 4 << 30,
+        metrics: Arc::default(),
     });
     Env {
         cluster,
@@ -499,4 +510,418 @@ fn signals_and_pull_policy() {
     assert_eq!(pull_policy(&c("busybox:latest")), "Always");
     assert_eq!(pull_policy(&c("localhost:5000/busybox")), "Always");
     assert_eq!(pull_policy(&c("agent-registry:1.0.0")), "IfNotPresent");
+}
+
+fn ep_kinds() -> (
+    &'static aos_types::ResourceType,
+    &'static aos_types::ResourceType,
+) {
+    (
+        aos_types::resource::by_kind("v1", "Service").unwrap(),
+        aos_types::resource::by_kind("v1", "Endpoints").unwrap(),
+    )
+}
+
+fn init_container(name: &str) -> Value {
+    json!({"name": name, "image": "agent-registry:1.0.0", "imagePullPolicy": "IfNotPresent",
+           "command": ["/bin/setup", name]})
+}
+
+impl Env {
+    fn init_status(&self, i: usize) -> Value {
+        self.pod().unwrap()["status"]["initContainerStatuses"][i].clone()
+    }
+
+    fn started_names(&self) -> Vec<String> {
+        self.runtime
+            .started()
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    async fn delete_pod(&self, grace: i64) {
+        self.cluster.modify(&PODS, Some("agent-os"), "web-0", |p| {
+            p["metadata"]["deletionTimestamp"] = json!("2030-01-01T00:00:00Z");
+            p["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        });
+    }
+
+    /// A Service selecting the pod (`app: web`) and its Endpoints listing `ip` as ready.
+    async fn serve(&self, ip: &str) {
+        let (svc, ep) = ep_kinds();
+        self.cluster
+            .create(
+                svc,
+                Some("agent-os"),
+                &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+            )
+            .await
+            .unwrap();
+        self.cluster
+            .create(
+                ep,
+                Some("agent-os"),
+                &json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"},
+                        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"port": 80}]}]}),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn labelled(mut pod: Value) -> Value {
+    pod["metadata"]["labels"] = json!({"app": "web"});
+    pod
+}
+
+#[tokio::test(start_paused = true)]
+async fn exec_readiness_and_liveness_through_the_runtime() {
+    let e = env_with(true);
+    let mut w = e
+        .create(pod_spec(json!({"container": {
+            "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1, "failureThreshold": 1},
+            "livenessProbe": {"exec": {"command": ["check"]}, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2},
+        }})))
+        .await;
+    e.runtime.set_exec_result("app", 1);
+    e.settle(&mut w).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    e.settle(&mut w).await;
+    assert_eq!(e.condition("Ready"), "False", "cat fails: not ready");
+    assert!(
+        e.runtime
+            .execs()
+            .contains(&("app".to_string(), vec!["cat".into(), "/tmp/ready".into()]))
+    );
+    e.runtime.set_exec_result("app", 0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    e.settle(&mut w).await;
+    assert_eq!(e.condition("Ready"), "True");
+    // Commands that run past timeoutSeconds fail the probe: two liveness failures restart.
+    e.runtime.set_exec_delay("app", Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    e.settle(&mut w).await;
+    e.settle(&mut w).await;
+    assert_eq!(
+        e.runtime.started().len(),
+        2,
+        "restarted after liveness failed"
+    );
+    let msg = e.status()["lastState"]["terminated"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        msg.contains("failed liveness probe") && msg.contains("timed out after 2s"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn exec_pre_stop_runs_before_the_stop_signal() {
+    let e = env();
+    let mut w = e
+        .create(pod_spec(json!({
+            "container": {"lifecycle": {"preStop": {"exec": {"command": ["/app/drain", "--wait"]}}}},
+            "pod": {"terminationGracePeriodSeconds": 10},
+        })))
+        .await;
+    e.settle(&mut w).await;
+    e.runtime.set_exec_delay("app", Duration::from_secs(2));
+    e.delete_pod(10).await;
+    let pod = e.pod();
+    let task = tokio::spawn(async move { (w.sync(pod).await, w) });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        e.runtime.execs(),
+        vec![(
+            "app".to_string(),
+            vec!["/app/drain".into(), "--wait".into()]
+        )]
+    );
+    assert!(
+        e.runtime.signals().is_empty(),
+        "no signal while preStop runs"
+    );
+    let (out, _w) = task.await.unwrap();
+    assert_eq!(out, Outcome::Finished);
+    assert_eq!(e.runtime.signals(), vec![("app".to_string(), 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn init_containers_run_in_order_before_the_app() {
+    let e = env();
+    let mut w = e
+        .create(pod_spec(
+            json!({"pod": {"initContainers": [init_container("first"), init_container("second")]}}),
+        ))
+        .await;
+    e.settle(&mut w).await;
+    assert_eq!(e.started_names(), vec!["first"]);
+    let pod = e.pod().unwrap();
+    assert_eq!(pod["status"]["phase"], "Pending");
+    assert!(e.init_status(0)["state"]["running"].is_object());
+    assert_eq!(e.init_status(0)["ready"], false);
+    assert_eq!(
+        e.init_status(1)["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
+    assert_eq!(e.status()["state"]["waiting"]["reason"], "PodInitializing");
+    assert_eq!(e.condition("Initialized"), "False");
+    let init_cond = pod["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Initialized")
+        .unwrap()
+        .clone();
+    assert_eq!(init_cond["reason"], "ContainersNotInitialized");
+    assert_eq!(
+        init_cond["message"],
+        "containers with incomplete status: [first second]"
+    );
+    // The first completes: the second starts, the app still waits.
+    e.runtime.exit("first", 0, None, false);
+    e.settle(&mut w).await;
+    assert_eq!(e.started_names(), vec!["first", "second"]);
+    assert_eq!(
+        e.init_status(0)["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    assert_eq!(e.init_status(0)["ready"], true);
+    // The second completes: the app starts; the init containers' environment came with them.
+    e.runtime.exit("second", 0, None, false);
+    e.settle(&mut w).await;
+    assert_eq!(e.started_names(), vec!["first", "second", "app"]);
+    assert_eq!(
+        e.runtime.started()[0].spec.process.args,
+        vec!["/bin/setup", "first"]
+    );
+    let pod = e.pod().unwrap();
+    assert_eq!(pod["status"]["phase"], "Running");
+    assert_eq!(e.condition("Initialized"), "True");
+    assert_eq!(e.condition("Ready"), "True");
+    assert_eq!(e.init_status(1)["state"]["terminated"]["exitCode"], 0);
+
+    // A new agent finds the app started: the init containers are not run again, even when
+    // the app container exits and restarts.
+    let mut again = PodWorker::new(e.ctx.clone(), w.uid.clone());
+    drop(w);
+    e.runtime.exit("app", 1, None, false);
+    e.settle(&mut again).await;
+    assert_eq!(
+        e.started_names(),
+        vec!["first", "second", "app", "app"],
+        "no init container again"
+    );
+    assert_eq!(e.condition("Initialized"), "True");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failing_init_container_backs_off_or_fails_the_pod() {
+    // Always (and OnFailure): restarted with back-off, the app never starts.
+    let e = env();
+    let mut w = e
+        .create(pod_spec(
+            json!({"pod": {"initContainers": [init_container("setup")]}}),
+        ))
+        .await;
+    e.settle(&mut w).await;
+    e.runtime.exit("setup", 2, None, false);
+    e.settle(&mut w).await;
+    assert_eq!(
+        e.started_names(),
+        vec!["setup", "setup"],
+        "first restart at once"
+    );
+    e.runtime.exit("setup", 2, None, false);
+    let out = e.settle(&mut w).await;
+    assert_eq!(out, Outcome::Wait(Some(Duration::from_secs(10))));
+    let s = e.init_status(0);
+    assert_eq!(s["state"]["waiting"]["reason"], "CrashLoopBackOff", "{s}");
+    assert_eq!(s["lastState"]["terminated"]["exitCode"], 2);
+    assert_eq!(s["restartCount"], 1);
+    assert_eq!(e.pod().unwrap()["status"]["phase"], "Pending");
+    assert_eq!(e.status()["state"]["waiting"]["reason"], "PodInitializing");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    e.settle(&mut w).await;
+    assert_eq!(e.started_names(), vec!["setup", "setup", "setup"]);
+    e.runtime.exit("setup", 0, None, false);
+    e.settle(&mut w).await;
+    assert_eq!(e.started_names(), vec!["setup", "setup", "setup", "app"]);
+
+    // Never: the pod fails, nothing else starts.
+    let e = env();
+    let mut w = e
+        .create(pod_spec(
+            json!({"pod": {"restartPolicy": "Never", "initContainers": [init_container("setup")]}}),
+        ))
+        .await;
+    e.settle(&mut w).await;
+    e.runtime.exit("setup", 1, None, false);
+    e.settle(&mut w).await;
+    e.settle(&mut w).await;
+    assert_eq!(e.started_names(), vec!["setup"]);
+    let pod = e.pod().unwrap();
+    assert_eq!(pod["status"]["phase"], "Failed");
+    let s = e.init_status(0);
+    assert_eq!(s["state"]["terminated"]["reason"], "Error", "{s}");
+    assert_eq!(s["state"]["terminated"]["exitCode"], 1);
+    assert_eq!(e.condition("Initialized"), "False");
+    assert_eq!(e.status()["state"]["waiting"]["reason"], "PodInitializing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn sidecar_init_containers_are_refused() {
+    let e = env();
+    let mut sidecar = init_container("proxy");
+    sidecar["restartPolicy"] = json!("Always");
+    let mut w = e
+        .create(pod_spec(json!({"pod": {"initContainers": [sidecar]}})))
+        .await;
+    e.settle(&mut w).await;
+    assert!(e.runtime.started().is_empty());
+    let s = e.init_status(0);
+    assert_eq!(
+        s["state"]["waiting"]["reason"],
+        "CreateContainerConfigError"
+    );
+    let msg = s["state"]["waiting"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("sidecar containers are not supported"),
+        "{msg}"
+    );
+    assert_eq!(e.pod().unwrap()["status"]["phase"], "Pending");
+}
+
+#[tokio::test(start_paused = true)]
+async fn deletion_waits_until_the_pod_left_its_endpoints() {
+    let e = env();
+    let mut w = e
+        .create(labelled(pod_spec(
+            json!({"pod": {"terminationGracePeriodSeconds": 30}}),
+        )))
+        .await;
+    e.settle(&mut w).await;
+    let ip = e.pod().unwrap()["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    e.serve(&ip).await;
+    e.delete_pod(30).await;
+    let pod = e.pod();
+    let start = tokio::time::Instant::now();
+    let task = tokio::spawn(async move { (w.sync(pod).await, w) });
+    // The Endpoints controller moves the pod out after 3 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        e.runtime.signals().is_empty(),
+        "still listed: no signal yet"
+    );
+    let (_, ep) = ep_kinds();
+    e.cluster.modify(ep, Some("agent-os"), "web", |ep| {
+        ep["subsets"] = json!([{"notReadyAddresses": [{"ip": ip}], "ports": [{"port": 80}]}]);
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(e.runtime.signals().is_empty(), "settling: no signal yet");
+    let (out, _w) = task.await.unwrap();
+    assert_eq!(out, Outcome::Finished);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(4000) && took < Duration::from_millis(4300),
+        "left after 3 s, settled 1 s: {took:?}"
+    );
+    assert_eq!(e.runtime.signals(), vec![("app".to_string(), 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn termination_gate_is_bounded_and_skipped_when_unselected() {
+    // Still listed after 10 s: SIGTERM anyway, the wait counted in the grace period.
+    let e = env();
+    e.runtime.set_ignore_term("app");
+    let mut w = e
+        .create(labelled(pod_spec(
+            json!({"pod": {"terminationGracePeriodSeconds": 12}}),
+        )))
+        .await;
+    e.settle(&mut w).await;
+    let ip = e.pod().unwrap()["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    e.serve(&ip).await;
+    e.delete_pod(12).await;
+    let start = tokio::time::Instant::now();
+    assert_eq!(w.sync(e.pod()).await, Outcome::Finished);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(12) && took < Duration::from_millis(12_500),
+        "10 s at the gate, then 2 s to SIGKILL: {took:?}"
+    );
+    assert_eq!(
+        e.runtime.signals(),
+        vec![("app".to_string(), 3), ("app".to_string(), 9)]
+    );
+
+    // A short grace period bounds the gate: 2 s in all, then SIGKILL at once.
+    let e = env();
+    e.runtime.set_ignore_term("app");
+    let mut w = e
+        .create(labelled(pod_spec(
+            json!({"pod": {"terminationGracePeriodSeconds": 2}}),
+        )))
+        .await;
+    e.settle(&mut w).await;
+    let ip = e.pod().unwrap()["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    e.serve(&ip).await;
+    e.delete_pod(2).await;
+    let start = tokio::time::Instant::now();
+    assert_eq!(w.sync(e.pod()).await, Outcome::Finished);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+
+    // No Service selects the pod (other labels): no wait at all.
+    let e = env();
+    let mut w = e
+        .create(pod_spec(
+            json!({"pod": {"terminationGracePeriodSeconds": 30}}),
+        ))
+        .await;
+    e.settle(&mut w).await;
+    let ip = e.pod().unwrap()["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    e.serve(&ip).await;
+    e.delete_pod(30).await;
+    let start = tokio::time::Instant::now();
+    assert_eq!(w.sync(e.pod()).await, Outcome::Finished);
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn endpoints_list_only_ready_addresses() {
+    let ep = json!({"subsets": [
+        {"addresses": [{"ip": "10.88.0.2"}], "notReadyAddresses": [{"ip": "10.88.0.3"}]},
+        {"addresses": [{"ip": "10.88.0.4"}]},
+    ]});
+    assert!(gate::lists_address(&ep, "10.88.0.2"));
+    assert!(gate::lists_address(&ep, "10.88.0.4"));
+    assert!(
+        !gate::lists_address(&ep, "10.88.0.3"),
+        "not ready: no traffic"
+    );
+    assert!(!gate::lists_address(&json!({}), "10.88.0.2"));
 }

@@ -32,7 +32,11 @@ struct Inner {
     /// Container names that ignore their stop signal (only SIGKILL ends them).
     ignore_term: BTreeSet<String>,
     /// Exec results by container name.
-    exec: BTreeMap<String, i32>,
+    exec: BTreeMap<String, ExecOutput>,
+    /// How long an exec takes, by container name.
+    exec_delay: BTreeMap<String, Duration>,
+    /// Every exec: (container name, command).
+    execs: Vec<(String, Vec<String>)>,
     /// Every signal sent: (container name, signal).
     signals: Vec<(String, i32)>,
     removed_sandboxes: Vec<String>,
@@ -110,7 +114,23 @@ impl FakeRuntime {
 
     /// Exit code of exec in container `name`.
     pub fn set_exec_result(&self, name: &str, code: i32) {
-        self.lock().exec.insert(name.to_owned(), code);
+        self.lock().exec.insert(
+            name.to_owned(),
+            ExecOutput {
+                exit_code: code,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// How long an exec in container `name` runs (past its timeout: it times out).
+    pub fn set_exec_delay(&self, name: &str, delay: Duration) {
+        self.lock().exec_delay.insert(name.to_owned(), delay);
+    }
+
+    /// Every exec so far: (container name, command).
+    pub fn execs(&self) -> Vec<(String, Vec<String>)> {
+        self.lock().execs.clone()
     }
 
     /// Every request started so far.
@@ -270,21 +290,39 @@ impl ContainerRuntime for FakeRuntime {
         &self,
         _pod_uid: &str,
         id: &str,
-        _command: &[String],
-        _timeout: Duration,
+        command: &[String],
+        timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        let inner = self.lock();
-        let name = inner
-            .pods
-            .values()
-            .flat_map(|p| p.containers.iter())
-            .find(|c| c.id == id)
-            .map(|c| c.name.clone())
-            .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?;
-        Ok(ExecOutput {
-            exit_code: inner.exec.get(&name).copied().unwrap_or(0),
-            output: String::new(),
-        })
+        let (result, delay) = {
+            let mut inner = self.lock();
+            let c = inner
+                .pods
+                .values()
+                .flat_map(|p| p.containers.iter())
+                .find(|c| c.id == id)
+                .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?;
+            if !c.running() {
+                return Err(RuntimeError::Failed(format!(
+                    "container {id} is not running"
+                )));
+            }
+            let name = c.name.clone();
+            inner.execs.push((name.clone(), command.to_vec()));
+            (
+                inner.exec.get(&name).cloned().unwrap_or_default(),
+                inner.exec_delay.get(&name).copied().unwrap_or_default(),
+            )
+        };
+        if delay >= timeout {
+            tokio::time::sleep(timeout).await;
+            return Ok(ExecOutput {
+                exit_code: 137,
+                output: String::new(),
+                timed_out: true,
+            });
+        }
+        tokio::time::sleep(delay).await;
+        Ok(result)
     }
 
     async fn remove_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError> {

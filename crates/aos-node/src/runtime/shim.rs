@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +20,8 @@ use crate::shim::protocol::{Request, Response, ShimConfig};
 
 /// How long a request may take (a container start included).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much longer than its timeout an exec may take to be answered.
+const EXEC_MARGIN: Duration = Duration::from_secs(5);
 /// How long a new shim has to open its socket.
 const SHIM_START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -27,19 +29,24 @@ const SHIM_START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct ShimRuntime {
     config: NodeConfig,
+    metrics: Arc<crate::metrics::NodeMetrics>,
     /// Pod directories by uid (found on disk after a restart).
     dirs: Mutex<HashMap<String, PathBuf>>,
 }
 
 impl ShimRuntime {
     /// The runtime for `config`; creates its directories.
-    pub fn new(config: &NodeConfig) -> Result<Self, RuntimeError> {
+    pub fn new(
+        config: &NodeConfig,
+        metrics: Arc<crate::metrics::NodeMetrics>,
+    ) -> Result<Self, RuntimeError> {
         for d in [config.pods_dir(), config.run_dir().join("shim")] {
             std::fs::create_dir_all(&d)
                 .map_err(|e| RuntimeError::Failed(format!("{}: {e}", d.display())))?;
         }
         Ok(Self {
             config: config.clone(),
+            metrics,
             dirs: Mutex::new(HashMap::new()),
         })
     }
@@ -92,6 +99,15 @@ impl ShimRuntime {
     }
 
     async fn call(&self, uid: &str, req: &Request) -> Result<Response, RuntimeError> {
+        self.call_within(uid, req, CALL_TIMEOUT).await
+    }
+
+    async fn call_within(
+        &self,
+        uid: &str,
+        req: &Request,
+        limit: Duration,
+    ) -> Result<Response, RuntimeError> {
         let shim_err = |detail: String| RuntimeError::Shim {
             pod: uid.to_owned(),
             detail,
@@ -115,9 +131,13 @@ impl ShimRuntime {
             }
             serde_json::from_str::<Response>(&out).map_err(|e| shim_err(format!("bad answer: {e}")))
         };
-        let resp = tokio::time::timeout(CALL_TIMEOUT, work)
+        let resp = tokio::time::timeout(limit, work)
             .await
-            .map_err(|_| shim_err(format!("no answer within {CALL_TIMEOUT:?}")))??;
+            .map_err(|_| shim_err(format!("no answer within {limit:?}")))
+            .and_then(|r| r);
+        self.metrics
+            .shim_request(req.op(), resp.as_ref().is_ok_and(|r| r.ok));
+        let resp = resp?;
         if resp.ok {
             Ok(resp)
         } else {
@@ -293,12 +313,29 @@ impl ContainerRuntime for ShimRuntime {
 
     async fn exec(
         &self,
-        _pod_uid: &str,
-        _id: &str,
-        _command: &[String],
-        _timeout: Duration,
+        pod_uid: &str,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
-        Err(RuntimeError::Unsupported("exec in a container"))
+        let req = Request::Exec {
+            id: id.to_owned(),
+            command: command.to_vec(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        // The shim kills the command at `timeout` and answers then; the margin covers the start
+        // of the command and the answer.
+        let resp = self
+            .call_within(pod_uid, &req, timeout.saturating_add(EXEC_MARGIN))
+            .await?;
+        let r = resp
+            .exec
+            .ok_or_else(|| RuntimeError::Failed("shim answered without an exec result".into()))?;
+        Ok(ExecOutput {
+            exit_code: r.exit_code,
+            output: r.output,
+            timed_out: r.timed_out,
+        })
     }
 
     async fn remove_sandbox(&self, pod_uid: &str) -> Result<(), RuntimeError> {

@@ -13,9 +13,17 @@
 //! → {"op":"signal","id":"…","signal":15}
 //! → {"op":"remove","id":"…"}
 //! → {"op":"wait","after":3}          ← (when generation > 3) {"ok":true,"generation":4}
+//! → {"op":"exec","id":"…","command":["cat","/tmp/ready"],"timeoutMs":1000}
+//! ← (when it exits) {"ok":true,"exec":{"exitCode":0,"output":"…","timedOut":false}}
 //! → {"op":"shutdown"}                ← {"ok":true}   (everything of the pod is gone; the shim exits)
 //! ← {"ok":false,"error":"…"}         (any request that failed)
 //! ```
+//!
+//! `exec` runs a command in a running container (exec probes and `preStop` hooks) and is
+//! answered when the command exits; the shim serves other requests meanwhile. Its output
+//! (stdout and stderr together) is cut at [`EXEC_OUTPUT_LIMIT`] bytes. At `timeoutMs` the
+//! command's process group is killed and the answer says `timedOut`; a client that hangs up
+//! first has the command killed too.
 //!
 //! The shim also keeps each container's record (`containers/<id>/info.json` in the pod
 //! directory: pid, start and finish times, exit code, signal, OOM kill), written at start and
@@ -26,6 +34,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::{ContainerInfo, ContainerRequest, Sandbox, SandboxConfig};
+
+/// How much of an exec's output is kept (the kubelet keeps 10 KiB of a probe's output).
+pub const EXEC_OUTPUT_LIMIT: usize = 10 * 1024;
 
 /// A request to the shim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +66,15 @@ pub enum Request {
         /// The container id.
         id: String,
     },
+    /// Run a command in a running container; answered when it exits.
+    Exec {
+        /// The container id.
+        id: String,
+        /// argv.
+        command: Vec<String>,
+        /// Kill it after this many milliseconds.
+        timeout_ms: u64,
+    },
     /// Answer when the generation exceeds `after`.
     Wait {
         /// The generation the client has seen.
@@ -62,6 +82,22 @@ pub enum Request {
     },
     /// Stop everything, remove the sandbox, exit.
     Shutdown,
+}
+
+impl Request {
+    /// The operation's name, as on the wire (a metrics label).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::EnsureSandbox { .. } => "ensureSandbox",
+            Self::Start { .. } => "start",
+            Self::List => "list",
+            Self::Signal { .. } => "signal",
+            Self::Remove { .. } => "remove",
+            Self::Exec { .. } => "exec",
+            Self::Wait { .. } => "wait",
+            Self::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// The shim's answer.
@@ -85,6 +121,21 @@ pub struct Response {
     /// For `list` and `wait`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// For `exec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecResult>,
+}
+
+/// How an exec ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecResult {
+    /// The exit code: the process's own, or 128 + the signal that ended it.
+    pub exit_code: i32,
+    /// stdout and stderr as they came, cut at [`EXEC_OUTPUT_LIMIT`] bytes (lossy UTF-8).
+    pub output: String,
+    /// It ran past its timeout and was killed.
+    pub timed_out: bool,
 }
 
 impl Response {

@@ -32,6 +32,11 @@ pub(crate) struct NodeArgs {
     /// Let pods ask for `privileged: true` (refused by default).
     #[arg(long)]
     pub(crate) allow_privileged: bool,
+    /// Address of the agent's HTTPS server (container logs, resource statistics, metrics),
+    /// which only the API server may call; a specific address is published as the node's
+    /// InternalIP. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10250")]
+    pub(crate) node_listen: std::net::SocketAddr,
 }
 
 impl NodeArgs {
@@ -68,6 +73,7 @@ impl NodeArgs {
         config.pod_cidr = self.pod_cidr.clone();
         config.pids_limit = self.pod_pids_limit;
         config.allow_privileged = self.allow_privileged;
+        config.listen = self.node_listen;
         // A stopped platform leaves nothing running: no processes, cgroups, mounts or veths.
         config.stop_pods_on_shutdown = true;
         Ok(config)
@@ -87,14 +93,24 @@ pub(crate) struct AgentArgs {
     log_level: Option<String>,
 }
 
-/// Start the node agent as a task of the current runtime.
+/// Start the node agent as a task of the current runtime: it trusts the cluster CA of
+/// `client`'s kubeconfig for the API server's client certificate, and its HTTPS server is
+/// bound here, so a taken `--node-listen` address fails the start.
 pub(crate) fn start(
-    config: aos_node::NodeConfig,
+    mut config: aos_node::NodeConfig,
     client: aos_client::Client,
     cancel: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()>> {
-    let agent = aos_node::NodeAgent::new(config, Arc::new(client))
+    config.client_ca_pem = Some(client.ca_pem().to_vec());
+    let listen = config.listen;
+    let mut agent = aos_node::NodeAgent::new(config, Arc::new(client))
         .context("cannot start the node agent")?;
+    let bound = agent.bind().with_context(|| {
+        format!("cannot start the node agent's server on {listen} (--node-listen)")
+    })?;
+    if let Some(addr) = bound {
+        tracing::debug!(%addr, "node agent server bound");
+    }
     Ok(agent.run(cancel))
 }
 

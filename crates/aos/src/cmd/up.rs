@@ -189,7 +189,13 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
         } else {
             &[]
         };
-        let config = args.node.config(data_dir.clone(), extra_labels)?;
+        let mut config = args.node.config(data_dir.clone(), extra_labels)?;
+        // Pods must be gone (SIGKILL at the latest) before the platform's own grace runs out;
+        // the margin covers the kill itself and the removal of the sandboxes.
+        config.shutdown_grace_period = args
+            .shutdown_grace
+            .saturating_sub(Duration::from_secs(3))
+            .max(Duration::from_secs(1));
         let agent = super::agent::start(config, client.clone(), cancel.clone())?;
         tasks.spawn(async move {
             agent.await;
