@@ -57,6 +57,8 @@ struct Inner {
     base: String,
     /// `Bearer <token>`, marked sensitive.
     authorization: Option<HeaderValue>,
+    /// PEM of the CA the server's certificate chains to.
+    ca_pem: Vec<u8>,
 }
 
 impl std::fmt::Debug for Client {
@@ -238,6 +240,7 @@ impl Client {
                 http: client,
                 base: server.to_string(),
                 authorization,
+                ca_pem: ca_pem.to_vec(),
             }),
         })
     }
@@ -245,6 +248,12 @@ impl Client {
     /// The server URL.
     pub fn server(&self) -> &str {
         &self.inner.base
+    }
+
+    /// PEM of the CA this client trusts for the server: the cluster CA (the node agent
+    /// requires the API server's client certificate to chain to it).
+    pub fn ca_pem(&self) -> &[u8] {
+        &self.inner.ca_pem
     }
 
     /// Send a request; returns the response head and the unread body.
@@ -581,6 +590,44 @@ impl Client {
         };
         let path = with_query(resource_path(rt, ns, name, None), &pairs);
         Ok(self.call_json(Method::GET, &path, None, TABLE).await?.value)
+    }
+
+    /// GET `path` with `query` and answer the body as it streams (a pod's log with
+    /// `follow`, for example): the response head must come within the request timeout,
+    /// the body may take as long as the server keeps it open. A non-2xx answer is an
+    /// `Api` error. Dropping the stream closes the request.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<BoxStream<'static, Result<Bytes, ClientError>>, ClientError> {
+        use futures::StreamExt as _;
+        let path = with_query(path.to_string(), query);
+        let (parts, body) =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.send(Method::GET, &path, None, "*/*"))
+                .await
+                .map_err(|_| {
+                    ClientError::Transport(format!("{path}: no answer within {REQUEST_TIMEOUT:?}"))
+                })??;
+        if !parts.status.is_success() {
+            let bytes = tokio::time::timeout(REQUEST_TIMEOUT, body.collect())
+                .await
+                .map_err(|_| {
+                    ClientError::Transport(format!("{path}: no answer within {REQUEST_TIMEOUT:?}"))
+                })?
+                .map_err(|e| ClientError::Transport(e.to_string()))?
+                .to_bytes();
+            return Err(ClientError::api(Status::from_body(
+                parts.status.as_u16(),
+                &bytes,
+            )));
+        }
+        Ok(body
+            .into_data_stream()
+            .map(|chunk| {
+                chunk.map_err(|e| ClientError::Transport(format!("reading the answer: {e}")))
+            })
+            .boxed())
     }
 
     /// Any request by path (`/version`, `/readyz`, discovery); answers the raw body
