@@ -1,6 +1,9 @@
 //! Discovery (`/version`, `/api`, `/apis`, resource lists, aggregated
 //! discovery v2 and v2beta1) and a minimal OpenAPI v3.
 //!
+//! Besides the stored types of the resource table, `/apis` lists `metrics.k8s.io`
+//! (served live by [`crate::metrics_api`], as an aggregated API is in Kubernetes).
+//!
 //! OpenAPI: `/openapi/v3` lists one document per group-version; each document
 //! holds, for every kind, the PATCH operation with its
 //! `x-kubernetes-group-version-kind` and the `fieldValidation` query parameter.
@@ -288,21 +291,35 @@ pub(crate) fn serve(state: &Arc<AppState>, req: &Request, segs: &[&str]) -> Opti
         }
         ["apis"] => {
             if let Some(v) = wants_aggregated(&accept) {
-                let items = groups
+                let mut items: Vec<Value> = groups
                     .iter()
                     .filter(|(g, _)| !g.is_empty())
                     .map(|(g, vs)| aggregated_item(g, vs))
                     .collect();
+                items.push(crate::metrics_api::aggregated_item());
                 return Some(aggregated(items, v));
             }
-            let list: Vec<Value> = groups
+            let mut list: Vec<Value> = groups
                 .iter()
                 .filter(|(g, _)| !g.is_empty())
                 .map(|(g, vs)| api_group(g, vs))
                 .collect();
+            list.push(crate::metrics_api::api_group());
             Some(json_response(
                 StatusCode::OK,
                 &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list}),
+                "application/json",
+            ))
+        }
+        ["apis", g] if *g == crate::metrics_api::GROUP => Some(json_response(
+            StatusCode::OK,
+            &crate::metrics_api::api_group(),
+            "application/json",
+        )),
+        ["apis", g, v] if *g == crate::metrics_api::GROUP && *v == crate::metrics_api::VERSION => {
+            Some(json_response(
+                StatusCode::OK,
+                &crate::metrics_api::resource_list(),
                 "application/json",
             ))
         }

@@ -1,7 +1,8 @@
 //! The Kubernetes-style HTTPS API server over the store.
 //!
-//! [`ApiServer::bind`] prepares the data dir (CA and serving certificate under
-//! `pki/`, the token table `tokens.csv`, the admin `kubeconfig.yaml`) and binds
+//! [`ApiServer::bind`] prepares the data dir (CA, serving certificate and the
+//! client certificate for node agents under `pki/`, the token table
+//! `tokens.csv`, the admin `kubeconfig.yaml`) and binds
 //! the listener; [`ApiServer::serve`] answers Kubernetes REST over TLS until
 //! its cancellation token fires, then ends open watches and drains.
 //!
@@ -15,9 +16,12 @@ mod auth;
 mod discovery;
 mod error;
 mod metrics;
+mod metrics_api;
+mod nodeproxy;
 mod objects;
 mod patch;
 mod pki;
+mod podlogs;
 mod protobuf;
 mod query;
 mod rest;
@@ -102,7 +106,12 @@ impl ApiServer {
             &pki.ca_pem,
             tokens.admin_token(),
         )?;
-        let state = Arc::new(router::AppState::new(store, tokens, local_addr));
+        let state = Arc::new(router::AppState::new(
+            store,
+            tokens,
+            local_addr,
+            nodeproxy::NodeClient::new(pki.node_client),
+        ));
         rest::ensure_builtin_namespaces(&state)
             .await
             .map_err(ApiServerError::Store)?;

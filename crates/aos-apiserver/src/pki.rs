@@ -6,6 +6,11 @@
 //!   the CA, for 127.0.0.1, ::1, localhost, the hostname and the external hosts;
 //!   `pki/apiserver.sans` records its names and expiry so it is re-issued when
 //!   they change or it nears expiry.
+//! - `pki/apiserver-node-client.crt`, `pki/apiserver-node-client.key`: the client
+//!   certificate the API server presents to node agents (logs, resource stats),
+//!   signed by the CA, Common Name `aos:apiserver`, ExtendedKeyUsage clientAuth;
+//!   `pki/apiserver-node-client.expiry` records its expiry so it is re-issued
+//!   when it nears it (or when the CA is new).
 //! - `tokens.csv`: the token table (see [`crate::auth`]), with the admin's token.
 //! - `kubeconfig.yaml`: the admin's kubeconfig.
 //!
@@ -31,6 +36,8 @@ const CA_DAYS: i64 = 3650;
 const SERVING_DAYS: i64 = 730;
 /// Re-issue the serving certificate when it expires within this many days.
 const RENEW_DAYS: i64 = 30;
+/// Common Name of the API server's client certificate towards node agents.
+pub(crate) const NODE_CLIENT_CN: &str = "aos:apiserver";
 
 /// The loaded PKI: what the listener and the kubeconfig need.
 pub(crate) struct Pki {
@@ -38,6 +45,24 @@ pub(crate) struct Pki {
     pub(crate) ca_pem: String,
     /// TLS settings of the listener.
     pub(crate) server_config: Arc<rustls::ServerConfig>,
+    /// The client identity presented to node agents.
+    pub(crate) node_client: ClientIdentity,
+}
+
+/// A client certificate chain and its key.
+pub(crate) struct ClientIdentity {
+    /// The certificate (first) and any intermediates.
+    pub(crate) chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The private key.
+    pub(crate) key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ApiServerError + '_ {
@@ -129,7 +154,8 @@ pub(crate) fn ensure(data_dir: &Path, external_hosts: &[String]) -> Result<Pki, 
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
     let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
-    if !ca_crt.exists() || !ca_key.exists() {
+    let new_ca = !ca_crt.exists() || !ca_key.exists();
+    if new_ca {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki_err)?;
         let mut params = ca_params();
         let (y, m, d) = ymd(-1);
@@ -193,15 +219,8 @@ pub(crate) fn ensure(data_dir: &Path, external_hosts: &[String]) -> Result<Pki, 
         tracing::info!(names = %wanted_sans, "issued the API server's serving certificate");
     }
 
-    let crt_pem = fs::read(&crt).map_err(io_err(&crt))?;
-    let key_pem = fs::read(&key_path).map_err(io_err(&key_path))?;
-    let mut chain = Vec::new();
-    for c in rustls_pemfile::certs(&mut crt_pem.as_slice()) {
-        chain.push(c.map_err(pki_err)?);
-    }
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(pki_err)?
-        .ok_or_else(|| ApiServerError::Pki(format!("{}: no private key", key_path.display())))?;
+    let ClientIdentity { chain, key } = load_identity(&crt, &key_path)?;
+    let node_client = ensure_node_client(&dir, new_ca)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -213,7 +232,70 @@ pub(crate) fn ensure(data_dir: &Path, external_hosts: &[String]) -> Result<Pki, 
     Ok(Pki {
         ca_pem,
         server_config: Arc::new(config),
+        node_client,
     })
+}
+
+/// Read a PEM certificate chain and its PEM private key.
+fn load_identity(crt: &Path, key_path: &Path) -> Result<ClientIdentity, ApiServerError> {
+    let crt_pem = fs::read(crt).map_err(io_err(crt))?;
+    let key_pem = fs::read(key_path).map_err(io_err(key_path))?;
+    let mut chain = Vec::new();
+    for c in rustls_pemfile::certs(&mut crt_pem.as_slice()) {
+        chain.push(c.map_err(pki_err)?);
+    }
+    if chain.is_empty() {
+        return Err(ApiServerError::Pki(format!(
+            "{}: no certificate",
+            crt.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(pki_err)?
+        .ok_or_else(|| ApiServerError::Pki(format!("{}: no private key", key_path.display())))?;
+    Ok(ClientIdentity { chain, key })
+}
+
+/// Load, or issue (first start, a new CA, or near expiry), the client certificate the
+/// API server presents to node agents: CN `aos:apiserver`, clientAuth, signed by the CA.
+fn ensure_node_client(dir: &Path, new_ca: bool) -> Result<ClientIdentity, ApiServerError> {
+    let (crt, key_path, expiry_path) = (
+        dir.join("apiserver-node-client.crt"),
+        dir.join("apiserver-node-client.key"),
+        dir.join("apiserver-node-client.expiry"),
+    );
+    let now = jiff::Timestamp::now().as_second();
+    let fresh = fs::read_to_string(&expiry_path)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .is_some_and(|not_after| not_after - now > RENEW_DAYS * 86_400);
+    if new_ca || !fresh || !crt.exists() || !key_path.exists() {
+        let ca_key = dir.join("ca.key");
+        let ca_key_pem = fs::read_to_string(&ca_key).map_err(io_err(&ca_key))?;
+        let ca_keypair = KeyPair::from_pem(&ca_key_pem).map_err(pki_err)?;
+        let issuer = Issuer::new(ca_params(), ca_keypair);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki_err)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, NODE_CLIENT_CN);
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let (y, m, d) = ymd(-1);
+        params.not_before = rcgen::date_time_ymd(y, m, d);
+        let (y, m, d) = ymd(SERVING_DAYS);
+        params.not_after = rcgen::date_time_ymd(y, m, d);
+        let cert = params.signed_by(&key, &issuer).map_err(pki_err)?;
+        write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        write_atomic(&crt, cert.pem().as_bytes(), 0o600)?;
+        let not_after = now + SERVING_DAYS * 86_400;
+        write_atomic(&expiry_path, format!("{not_after}\n").as_bytes(), 0o644)?;
+        tracing::info!(
+            cn = NODE_CLIENT_CN,
+            "issued the API server's client certificate for node agents"
+        );
+    }
+    load_identity(&crt, &key_path)
 }
 
 /// The URL clients use for a listener address (wildcards become loopback).
@@ -281,6 +363,16 @@ mod tests {
             crt1,
             fs::read(dir.path().join("pki/apiserver.crt")).unwrap()
         );
+        // The node client certificate is made once, kept private, and reused.
+        let client_key = dir.path().join("pki/apiserver-node-client.key");
+        for f in [
+            &client_key,
+            &dir.path().join("pki/apiserver-node-client.crt"),
+        ] {
+            let mode = fs::metadata(f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", f.display());
+        }
+        assert_eq!(a.node_client.chain, c.node_client.chain);
     }
 
     #[test]

@@ -189,6 +189,19 @@ pub(crate) async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -
     {
         return resp;
     }
+    if let [
+        "apis",
+        crate::metrics_api::GROUP,
+        crate::metrics_api::VERSION,
+        rest @ ..,
+    ] = segs.as_slice()
+        && !rest.is_empty()
+    {
+        return match crate::metrics_api::serve(state, req, rest).await {
+            Some(resp) => resp,
+            None => ApiError::no_route(&path).into_response(),
+        };
+    }
     let Some(target) = resolve(&segs) else {
         return ApiError::no_route(&path).into_response();
     };
@@ -402,10 +415,9 @@ async fn handle(state: Arc<AppState>, req: Request, t: Target) -> ApiResult<Resp
             Ok(scale_response(StatusCode::OK, scale_of(&obj), &[]))
         }
         (&Method::GET, Some(name), Some("log")) if t.is_pod() => {
-            let _ = get(&state, &t, &name).await?;
-            Err(ApiError::unavailable(format!(
-                "the API does not serve pod logs yet (pod \"{name}\"): read them on its node, under DATA_DIR/pods/<namespace>_<pod>_<uid>/<container>/"
-            )))
+            let pod = get(&state, &t, &name).await?;
+            let ns = t.ns.clone().unwrap_or_default();
+            crate::podlogs::serve(&state, &ns, &pod, req.uri().query().unwrap_or("")).await
         }
         (&Method::POST, None, None) => {
             let body = read_object_body(req).await?;

@@ -34,13 +34,20 @@ pub(crate) struct AppState {
     serving: AtomicBool,
     /// More Prometheus text appended to `/metrics` (the store's).
     pub(crate) extra_metrics: std::sync::Mutex<Vec<MetricsSource>>,
+    /// The client of node agents (logs, resource usage).
+    pub(crate) nodes: crate::nodeproxy::NodeClient,
 }
 
 /// A function rendering Prometheus text.
 pub(crate) type MetricsSource = Box<dyn Fn() -> String + Send + Sync>;
 
 impl AppState {
-    pub(crate) fn new(store: Arc<dyn Store>, tokens: Tokens, local_addr: SocketAddr) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        tokens: Tokens,
+        local_addr: SocketAddr,
+        nodes: crate::nodeproxy::NodeClient,
+    ) -> Self {
         AppState {
             store,
             tokens,
@@ -50,6 +57,7 @@ impl AppState {
             bookmark_interval: Duration::from_secs(60),
             serving: AtomicBool::new(false),
             extra_metrics: std::sync::Mutex::new(Vec::new()),
+            nodes,
         }
     }
 

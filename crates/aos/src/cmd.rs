@@ -11,7 +11,9 @@ pub(crate) mod describe;
 pub(crate) mod gateway;
 pub(crate) mod get;
 pub(crate) mod image;
+pub(crate) mod logs;
 pub(crate) mod scale;
+pub(crate) mod top;
 pub(crate) mod up;
 pub(crate) mod version;
 pub(crate) mod wait;
@@ -64,6 +66,10 @@ enum Command {
     Describe(describe::DescribeArgs),
     /// Delete objects by name, selector or manifest.
     Delete(delete::DeleteArgs),
+    /// Print (or follow) the log of a pod's container.
+    Logs(logs::LogsArgs),
+    /// Show CPU and memory use of pods or nodes (from metrics.k8s.io).
+    Top(top::TopArgs),
     /// Set the replica count of a Deployment or ReplicaSet.
     Scale(scale::ScaleArgs),
     /// Wait for a condition on an object, or for its deletion.
@@ -193,6 +199,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Get(args) => block_on(get::run(args, &ctx)),
         Command::Describe(args) => block_on(describe::run(args, &ctx)),
         Command::Delete(args) => block_on(delete::run(args, &ctx)),
+        Command::Logs(args) => block_on(logs::run(args, &ctx)),
+        Command::Top(args) => block_on(top::run(args, &ctx)),
         Command::Scale(args) => block_on(scale::run(args, &ctx)),
         Command::Wait(args) => block_on(wait::run(args, &ctx)),
         Command::Version(args) => block_on(version::run(args, &ctx)),
