@@ -2,19 +2,30 @@
 # The aos gateway against nginx and haproxy as reverse proxies of the same tiny upstream.
 #
 # - Upstream: nginx (1 worker) serving a 64-byte static file on 127.0.0.1:18000.
-# - Proxies, configured alike: one worker/thread each, HTTP/1.1 keep-alive to the upstream,
-#   X-Forwarded-For/-Proto added, no access log:
-#     aos     examples/gateway_bench.rs with a Service + hand-written Endpoints  :18080
-#     nginx   proxy_pass to an upstream block with keepalive                     :18081
-#     haproxy mode http, http-reuse always                                       :18082
+# - Proxies, configured alike: HTTP/1.1 keep-alive on both sides, X-Forwarded-For/-Proto added,
+#   no access log, one worker each:
+#     aos     examples/gateway_bench.rs --threads 1: one current-thread tokio runtime (one
+#             thread serves the listener, the client connections and the upstream connections),
+#             a Service + hand-written Endpoints, no VirtualService: the route is the Service's
+#             own name with Istio's defaults (2 retries on connect-failure/refused-stream/503,
+#             round robin), metrics on (request counter, duration histogram, per-pod rate) :18080
+#     nginx   worker_processes 1; proxy_pass to an upstream block with keepalive         :18081
+#     haproxy nbthread 1; mode http, http-reuse always                                   :18082
+#   `aos gateway` itself runs a multi-thread runtime with one worker per core; with one core
+#   granted (the pinning below), a single-threaded runtime is the fair comparison with nginx's
+#   single worker, and it is what this benchmark measures.
 # - Load: wrk, 1 thread, $CONNS keep-alive connections, $DURATION after a $WARMUP warm-up.
 #
 # CPU pinning (the machine has 2 cores): the proxy under test runs alone on CPU $PROXY_CPU
-# (default 1); wrk and the upstream share CPU $LOAD_CPU (default 0). Every proxy thus gets one
-# whole core, and the numbers compare proxies, not schedulers. With more cores, set the
-# variables to separate wrk from the upstream too.
+# (default 1), every proxy in turn on the same CPU; wrk and the upstream share CPU $LOAD_CPU
+# (default 0). Every proxy thus gets one whole core, and the numbers compare proxies, not
+# schedulers. With more cores, set the variables to separate wrk from the upstream too.
 #
-# Usage: bench/gateway/run.sh            (DURATION=10s CONNS=64 WARMUP=3s by default)
+# Noise: on a shared machine other processes take CPU time from both cores; compare aos and
+# nginx within one run (the ratios printed at the end), and repeat (RUNS=3 repeats the whole
+# comparison and prints every run's ratios).
+#
+# Usage: bench/gateway/run.sh            (DURATION=10s CONNS=64 WARMUP=3s RUNS=1 by default)
 # Env:   AOS_GATEWAY_BENCH_BIN=path      use a prebuilt gateway_bench instead of building it
 #        CARGO_TARGET_DIR                where cargo builds
 set -euo pipefail
@@ -24,6 +35,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 CONNS=${CONNS:-64}
+RUNS=${RUNS:-1}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 UP_PORT=18000 AOS_PORT=18080 AOS_ADMIN=18901 NGINX_PORT=18081 HAPROXY_PORT=18082
@@ -144,6 +156,48 @@ subsets:
   ports: [{name: http, port: $UP_PORT}]
 CONF
 
+# The seed's route (shared/seed/corrected/virtualservice.yaml and destinationrule.yaml) on the
+# same upstream, without its fault injection (0.1% of requests delayed 2 s, 1% aborted: a
+# benchmark of that measures the faults) and without h2UpgradePolicy (the upstream speaks
+# HTTP/1.1): prefix match, route timeout, retries with a per-try timeout, CORS, connection-pool
+# limits and outlier detection, all on the request path.
+cat >"$W/aos-seed.yaml" <<CONF
+$(cat "$W/aos.yaml")
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: bench, namespace: default}
+spec:
+  hosts: [bench]
+  http:
+  - match: [{uri: {prefix: /}}]
+    route: [{destination: {host: bench, port: {number: 80}}, weight: 100}]
+    retries: {attempts: 3, perTryTimeout: 2s, retryOn: "gateway-error,connect-failure,refused-stream"}
+    timeout: 5s
+    corsPolicy:
+      allowOrigins: [{exact: "https://example.com"}]
+      allowMethods: [GET, POST, PUT, DELETE]
+      allowHeaders: [content-type, authorization]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: bench, namespace: default}
+spec:
+  host: bench
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 100, connectTimeout: 30ms}
+      http: {http1MaxPendingRequests: 100, http2MaxRequests: 1000, idleTimeout: 90s}
+    outlierDetection:
+      consecutiveGatewayErrors: 5
+      consecutive5xxErrors: 5
+      interval: 30s
+      baseEjectionTime: 30s
+      maxEjectionPercent: 50
+      minHealthPercent: 50
+      splitExternalLocalOriginErrors: true
+CONF
+
 wait_port() {
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -172,7 +226,6 @@ to_ms() {
     printf "%.3f", n }'
 }
 
-RESULTS=()
 measure() {
   local name=$1 port=$2 pid=$3 host=$4
   wait_port "$port"
@@ -197,13 +250,17 @@ measure() {
   RESULTS+=("$name $rps $p50 $p99 $rss_kb ${non2xx:-0}")
 }
 
-# aos
-taskset -c "$PROXY_CPU" "$AOS_BIN" --config "$W/aos.yaml" --listen "127.0.0.1:$AOS_PORT" \
-  --admin-listen "127.0.0.1:$AOS_ADMIN" --threads 1 2>"$W/aos.log" &
-AOS_PID=$!
-PIDS+=($AOS_PID)
-measure aos $AOS_PORT $AOS_PID $HOST_HEADER
-kill $AOS_PID; wait $AOS_PID 2>/dev/null || true
+run_once() {
+RESULTS=()
+# aos: the Service's own route (Istio's defaults), then the seed-shaped route
+for cfg in aos aos-seed; do
+  taskset -c "$PROXY_CPU" "$AOS_BIN" --config "$W/$cfg.yaml" --listen "127.0.0.1:$AOS_PORT" \
+    --admin-listen "127.0.0.1:$AOS_ADMIN" --threads 1 2>"$W/$cfg.log" &
+  AOS_PID=$!
+  PIDS+=($AOS_PID)
+  measure $cfg $AOS_PORT $AOS_PID $HOST_HEADER
+  kill $AOS_PID; wait $AOS_PID 2>/dev/null || true
+done
 
 # nginx
 taskset -c "$PROXY_CPU" "$NGINX" -c "$W/nginx-proxy.conf" -p "$W" 2>>"$W/nginx-proxy-error.log" &
@@ -226,10 +283,19 @@ for r in "${RESULTS[@]}"; do
   read -r name rps p50 p99 rss non2xx <<<"$r"
   printf '%-8s %12.0f %9.3f %9.3f %9.1f %8s\n' "$name" "$rps" "$p50" "$p99" "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$non2xx"
 done
-read -r _ a_rps a_p50 a_p99 a_rss _ <<<"${RESULTS[0]}"
-for i in 1 2; do
-  read -r name rps p50 p99 _ _ <<<"${RESULTS[$i]}"
-  awk -v n="$name" -v ar="$a_rps" -v r="$rps" -v a50="$a_p50" -v b50="$p50" -v a99="$a_p99" -v b99="$p99" \
-    'BEGIN { printf "aos/%-8s throughput %.2fx   p50 %.2fx   p99 %.2fx\n", n, ar / r, a50 / b50, a99 / b99 }'
+for a in 0 1; do
+  read -r a_name a_rps a_p50 a_p99 _ _ <<<"${RESULTS[$a]}"
+  for i in 2 3; do
+    read -r name rps p50 p99 _ _ <<<"${RESULTS[$i]}"
+    awk -v an="$a_name" -v n="$name" -v ar="$a_rps" -v r="$rps" -v a50="$a_p50" -v b50="$p50" -v a99="$a_p99" -v b99="$p99" \
+      'BEGIN { printf "%-8s/%-8s throughput %.2fx   p50 %.2fx   p99 %.2fx\n", an, n, ar / r, a50 / b50, a99 / b99 }'
+  done
 done
+a_rss=$(for a in 0 1; do read -r _ _ _ _ rss _ <<<"${RESULTS[$a]}"; echo "$rss"; done | sort -n | tail -1)
 awk -v rss="$a_rss" 'BEGIN { printf "aos RSS under load: %.1f MB (goal <= 20 MB)\n", rss / 1024 }'
+}
+
+for run in $(seq 1 "$RUNS"); do
+  ((RUNS > 1)) && echo && echo "run $run of $RUNS"
+  run_once
+done

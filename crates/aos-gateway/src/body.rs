@@ -10,7 +10,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::table::{ClusterState, EndpointState, PooledConn};
+use crate::proxy::{H1Body, H1BodyError};
+use crate::table::{ClusterState, EndpointState};
 
 /// A request body: streamed from the client, or buffered (so a retry can send it again).
 #[derive(Debug)]
@@ -67,25 +68,17 @@ impl Body for ReqBody {
 }
 
 /// Held while an upstream request is in flight: releases the endpoint's load count, the
-/// cluster's request slot and the connection slot when the response body ends or is dropped,
-/// and gives the HTTP/1.1 connection back to the endpoint's pool when the body ended cleanly.
+/// cluster's request slot and the connection slot when the response body ends or is dropped.
+/// (An HTTP/1.1 body gives its connection back to the pool itself, when it ends cleanly.)
 #[derive(Default)]
 pub(crate) struct InflightGuard {
     pub endpoint: Option<Arc<EndpointState>>,
     pub cluster: Option<Arc<ClusterState>>,
     pub permit: Option<OwnedSemaphorePermit>,
-    pub conn: Option<PooledConn>,
-    /// Set when the response body was read to its end.
-    pub complete: bool,
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.take()
-            && self.complete
-        {
-            c.release();
-        }
         if let Some(ep) = self.endpoint.take() {
             ep.active.fetch_sub(1, Ordering::Relaxed);
         }
@@ -103,7 +96,21 @@ pub(crate) struct RespBody {
 
 enum RespKind {
     Full(Option<Bytes>),
+    /// An HTTP/2 upstream's body.
     Stream(Incoming),
+    /// An HTTP/1.1 upstream's body, read from its pooled connection.
+    H1(H1Body),
+}
+
+/// Why a response body failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RespBodyError {
+    /// The HTTP/2 upstream's stream failed.
+    #[error(transparent)]
+    H2(#[from] hyper::Error),
+    /// The HTTP/1.1 upstream's connection failed.
+    #[error(transparent)]
+    H1(#[from] H1BodyError),
 }
 
 impl RespBody {
@@ -116,10 +123,18 @@ impl RespBody {
         }
     }
 
-    /// The upstream's body.
+    /// An HTTP/2 upstream's body.
     pub(crate) fn stream(b: Incoming) -> Self {
         RespBody {
             kind: RespKind::Stream(b),
+            guard: None,
+        }
+    }
+
+    /// An HTTP/1.1 upstream's body.
+    pub(crate) fn h1(b: H1Body) -> Self {
+        RespBody {
+            kind: RespKind::H1(b),
             guard: None,
         }
     }
@@ -137,9 +152,6 @@ impl RespBody {
                 if g.permit.is_some() {
                     cur.permit = g.permit.take();
                 }
-                if g.conn.is_some() {
-                    cur.conn = g.conn.take();
-                }
             }
             None => self.guard = Some(g),
         }
@@ -150,26 +162,29 @@ impl RespBody {
 }
 
 impl RespBody {
-    /// The body ended cleanly: release the guard, returning the connection to its pool.
+    /// The body ended: release the guard.
     fn finish(&mut self) {
-        if let Some(mut g) = self.guard.take() {
-            g.complete = true;
-        }
+        self.guard = None;
     }
 }
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RespBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, RespBodyError>>> {
         let this = self.get_mut();
         let r = match &mut this.kind {
             RespKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RespKind::Stream(s) => Pin::new(s).poll_frame(cx),
+            RespKind::Stream(s) => Pin::new(s)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(RespBodyError::from))),
+            RespKind::H1(s) => Pin::new(s)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(RespBodyError::from))),
         };
         match &r {
             Poll::Ready(None) => this.finish(),
@@ -184,6 +199,7 @@ impl Body for RespBody {
         match &self.kind {
             RespKind::Full(b) => b.is_none(),
             RespKind::Stream(s) => s.is_end_stream(),
+            RespKind::H1(s) => s.is_end_stream(),
         }
     }
 
@@ -191,6 +207,7 @@ impl Body for RespBody {
         match &self.kind {
             RespKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             RespKind::Stream(s) => s.size_hint(),
+            RespKind::H1(s) => s.size_hint(),
         }
     }
 }

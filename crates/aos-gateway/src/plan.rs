@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use crate::duration;
 use crate::matcher::StrMatch;
-use crate::model;
+use crate::model::{self, Meta as _};
 use crate::snapshot::Snapshot;
 
 /// The DNS suffix of Service names.
@@ -258,6 +258,16 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// Istio's policy for a route without `retries`.
+    ///
+    /// Istio's `pilot/pkg/networking/core/route/retry/retry.go` (`DefaultPolicy`, checked for
+    /// this gateway) gives Envoy `num_retries: 2`, `retry_on:
+    /// connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`,
+    /// `retriable_status_codes: [503]` (unless istiod runs with
+    /// `EXCLUDE_503_FROM_DEFAULT_RETRIES`), the `previous_hosts` host predicate (dropped when
+    /// the route hashes consistently) and no per-try timeout. Envoy's back-off then applies:
+    /// 25 ms base, 250 ms cap, fully jittered (see `proxy::retry`). A `retries` block with
+    /// `attempts: 0` (or none) turns retries off; one with attempts keeps this policy and
+    /// overrides `num_retries`, and `retryOn` when given (its codes then replace the 503).
     pub fn istio_default() -> RetryPolicy {
         RetryPolicy {
             attempts: 2,
@@ -491,11 +501,11 @@ fn parse_all<T: DeserializeOwned>(
 }
 
 /// The order Istio resolves conflicts in: oldest first, then by namespace and name.
-fn age_key(meta: &model::ObjectMeta) -> (String, String, String) {
+fn age_key(meta: &impl model::Meta) -> (String, String, String) {
     (
-        meta.creation_timestamp.clone().unwrap_or_default(),
+        meta.created(),
         meta.ns().to_string(),
-        meta.name.clone(),
+        meta.name().to_string(),
     )
 }
 
@@ -576,11 +586,16 @@ fn wildcard_admits(pattern: &str, host: &str) -> bool {
 
 fn percent(p: Option<&model::Percent>, legacy: Option<i64>) -> f64 {
     match (p, legacy) {
-        (Some(p), _) => (p.value / 100.0).clamp(0.0, 1.0),
+        (Some(p), _) => (p.value.unwrap_or(0.0) / 100.0).clamp(0.0, 1.0),
         (None, Some(l)) if l > 0 => (l as f64 / 100.0).clamp(0.0, 1.0),
         // Istio: an absent percentage applies the fault to every request.
         _ => 1.0,
     }
+}
+
+/// An optional list as a slice.
+fn list<T>(v: &Option<Vec<T>>) -> &[T] {
+    v.as_deref().unwrap_or_default()
 }
 
 fn clamp_u32(v: Option<i64>, default: u32) -> u32 {
@@ -619,7 +634,7 @@ fn header_op_list(
 ) -> HeaderOpList {
     let mut out = HeaderOpList::default();
     let Some(ops) = ops else { return out };
-    for (k, v) in &ops.set {
+    for (k, v) in ops.set.iter().flatten() {
         if let (Some(n), Some(v)) = (
             header_name(k, path, warnings),
             header_value(v, path, warnings),
@@ -627,7 +642,7 @@ fn header_op_list(
             out.set.push((n, v));
         }
     }
-    for (k, v) in &ops.add {
+    for (k, v) in ops.add.iter().flatten() {
         if let (Some(n), Some(v)) = (
             header_name(k, path, warnings),
             header_value(v, path, warnings),
@@ -635,7 +650,7 @@ fn header_op_list(
             out.add.push((n, v));
         }
     }
-    for k in &ops.remove {
+    for k in ops.remove.iter().flatten() {
         if let Some(n) = header_name(k, path, warnings) {
             out.remove.push(n);
         }
@@ -721,11 +736,11 @@ fn retry_policy(
         }
     }
     if let Some(on) = r.retry_on.as_deref().filter(|s| !s.trim().is_empty()) {
+        // Istio replaces both the conditions and the codes: `retryOn: 5xx` retries no 503
+        // by code, `retryOn: retriable-status-codes` alone retries no code at all.
         let (bits, codes) = parse_retry_on(on, &format!("{path}.retryOn"), warnings);
         policy.on = bits;
-        if !codes.is_empty() {
-            policy.status_codes = codes;
-        }
+        policy.status_codes = codes;
     }
     policy
 }
@@ -771,13 +786,13 @@ fn cors_plan(
 ) -> Option<CorsPlan> {
     let c = c?;
     let mut origins = Vec::new();
-    for (i, m) in c.allow_origins.iter().enumerate() {
+    for (i, m) in c.allow_origins.iter().flatten().enumerate() {
         match StrMatch::compile(m) {
             Ok(m) => origins.push(m),
             Err(e) => warnings.push(format!("{path}.corsPolicy.allowOrigins[{i}]: {e}; ignored")),
         }
     }
-    origins.extend(c.allow_origin.iter().map(|o| {
+    origins.extend(c.allow_origin.iter().flatten().map(|o| {
         if o == "*" {
             StrMatch::Present
         } else {
@@ -804,9 +819,9 @@ fn cors_plan(
     });
     Some(CorsPlan {
         allow_origins: origins,
-        allow_methods: join(&c.allow_methods, "allowMethods", warnings),
-        allow_headers: join(&c.allow_headers, "allowHeaders", warnings),
-        expose_headers: join(&c.expose_headers, "exposeHeaders", warnings),
+        allow_methods: join(list(&c.allow_methods), "allowMethods", warnings),
+        allow_headers: join(list(&c.allow_headers), "allowHeaders", warnings),
+        expose_headers: join(list(&c.expose_headers), "exposeHeaders", warnings),
         max_age,
         allow_credentials: c.allow_credentials.unwrap_or(false),
     })
@@ -825,14 +840,14 @@ fn request_match(
         };
     let mut out = RequestMatch {
         uri: compile(&m.uri, "uri")?,
-        ignore_uri_case: m.ignore_uri_case,
+        ignore_uri_case: m.ignore_uri_case.unwrap_or(false),
         method: compile(&m.method, "method")?,
         scheme: compile(&m.scheme, "scheme")?,
         authority: compile(&m.authority, "authority")?,
-        port: m.port,
+        port: m.port.and_then(|p| u16::try_from(p).ok()),
         ..Default::default()
     };
-    for (k, v) in &m.headers {
+    for (k, v) in m.headers.iter().flatten() {
         let n = header_name(k, &format!("{path}.headers"), warnings)
             .ok_or_else(|| format!("{path}.headers: invalid name {k:?}"))?;
         out.headers.push((
@@ -840,7 +855,7 @@ fn request_match(
             StrMatch::compile(v).map_err(|e| format!("{path}.headers.{k}: {e}"))?,
         ));
     }
-    for (k, v) in &m.without_headers {
+    for (k, v) in m.without_headers.iter().flatten() {
         let n = header_name(k, &format!("{path}.withoutHeaders"), warnings)
             .ok_or_else(|| format!("{path}.withoutHeaders: invalid name {k:?}"))?;
         out.without_headers.push((
@@ -848,7 +863,7 @@ fn request_match(
             StrMatch::compile(v).map_err(|e| format!("{path}.withoutHeaders.{k}: {e}"))?,
         ));
     }
-    for (k, v) in &m.query_params {
+    for (k, v) in m.query_params.iter().flatten() {
         out.query_params.push((
             k.clone(),
             StrMatch::compile(v).map_err(|e| format!("{path}.queryParams.{k}: {e}"))?,
@@ -1059,10 +1074,10 @@ fn outlier_settings(
             None => default,
         };
     OutlierSettings {
-        consecutive_5xx: clamp_u32(o.consecutive_5xx_errors, 5),
+        consecutive_5xx: clamp_u32(o.consecutive5xx_errors, 5),
         consecutive_gateway: clamp_u32(o.consecutive_gateway_errors, 0),
         consecutive_local_origin: clamp_u32(o.consecutive_local_origin_failures, 5),
-        split_local_origin: o.split_external_local_origin_errors,
+        split_local_origin: o.split_external_local_origin_errors.unwrap_or(false),
         interval: dur(&o.interval, "interval", Duration::from_secs(10), warnings),
         base_ejection_time: dur(
             &o.base_ejection_time,
@@ -1115,8 +1130,8 @@ fn apply_traffic_policy(
         path,
         warnings,
     );
-    for (i, pl) in tp.port_level_settings.iter().enumerate() {
-        if pl.port.as_ref().and_then(|p| p.number) == Some(port) {
+    for (i, pl) in list(&tp.port_level_settings).iter().enumerate() {
+        if pl.port.as_ref().and_then(|p| p.number) == Some(u32::from(port)) {
             apply(
                 &pl.load_balancer,
                 &pl.connection_pool,
@@ -1206,7 +1221,11 @@ impl<'a> Compiler<'a> {
         }
         let mut subset_labels: Option<BTreeMap<String, String>> = None;
         if let Some(dr) = self.rules.get(&fqdn).copied() {
-            let drwho = format!("DestinationRule {}/{}", dr.metadata.ns(), dr.metadata.name);
+            let drwho = format!(
+                "DestinationRule {}/{}",
+                dr.metadata.ns(),
+                dr.metadata.name()
+            );
             if let Some(tp) = &dr.spec.traffic_policy {
                 apply_traffic_policy(
                     &mut policy,
@@ -1217,10 +1236,11 @@ impl<'a> Compiler<'a> {
                 );
             }
             if let Some(sub) = subset {
-                match dr.spec.subsets.iter().position(|s| s.name == sub) {
+                let subsets = list(&dr.spec.subsets);
+                match subsets.iter().position(|s| s.name.as_deref() == Some(sub)) {
                     Some(i) => {
-                        let s = &dr.spec.subsets[i];
-                        subset_labels = Some(s.labels.clone());
+                        let s = &subsets[i];
+                        subset_labels = Some(s.labels.clone().unwrap_or_default());
                         if let Some(tp) = &s.traffic_policy {
                             apply_traffic_policy(
                                 &mut policy,
@@ -1373,15 +1393,19 @@ pub fn compile(snap: &Snapshot) -> Plan {
         let who = format!(
             "DestinationRule {}/{}",
             dr.obj.metadata.ns(),
-            dr.obj.metadata.name
+            dr.obj.metadata.name()
         );
         warn_unimplemented_dr(&dr.raw, &who, &mut warnings);
-        let host = expand_host(&dr.obj.spec.host, dr.obj.metadata.ns(), &service_map);
+        let host = expand_host(
+            dr.obj.spec.host.as_deref().unwrap_or(""),
+            dr.obj.metadata.ns(),
+            &service_map,
+        );
         if let Some(prev) = rules.get(&host) {
             warnings.push(format!(
                 "{who}: host {host} already has DestinationRule {}/{}; ignored",
                 prev.metadata.ns(),
-                prev.metadata.name
+                prev.metadata.name()
             ));
             continue;
         }
@@ -1391,7 +1415,7 @@ pub fn compile(snap: &Snapshot) -> Plan {
     let gw_map: HashMap<String, GatewayInfo> = gateways
         .iter()
         .map(|g| {
-            let sel = &g.obj.spec.selector;
+            let sel = g.obj.spec.selector.clone().unwrap_or_default();
             let selects_builtin = sel.is_empty()
                 || sel.iter().all(|(k, v)| {
                     BUILTIN_GATEWAY_LABELS
@@ -1399,15 +1423,12 @@ pub fn compile(snap: &Snapshot) -> Plan {
                         .any(|(bk, bv)| bk == k && bv == v)
                 });
             (
-                format!("{}/{}", g.obj.metadata.ns(), g.obj.metadata.name),
+                format!("{}/{}", g.obj.metadata.ns(), g.obj.metadata.name()),
                 GatewayInfo {
                     selects_builtin,
-                    hosts: g
-                        .obj
-                        .spec
-                        .servers
+                    hosts: list(&g.obj.spec.servers)
                         .iter()
-                        .flat_map(|s| s.hosts.iter().cloned())
+                        .flat_map(|s| list(&s.hosts).iter().cloned())
                         .collect(),
                     ns: g.obj.metadata.ns().to_string(),
                 },
@@ -1448,19 +1469,17 @@ pub fn compile(snap: &Snapshot) -> Plan {
     for vs in &vss {
         let meta = &vs.obj.metadata;
         let ns = meta.ns().to_string();
-        let who = format!("VirtualService {ns}/{}", meta.name);
+        let who = format!("VirtualService {ns}/{}", meta.name());
         warn_unimplemented_vs(&vs.raw, &who, &mut c.warnings);
 
         // Which hosts does the built-in gateway serve for this VirtualService?
-        let gateways: Vec<String> = if vs.obj.spec.gateways.is_empty() {
+        let gateways: Vec<String> = if list(&vs.obj.spec.gateways).is_empty() {
             vec!["mesh".into()]
         } else {
-            vs.obj.spec.gateways.clone()
+            list(&vs.obj.spec.gateways).to_vec()
         };
-        let hosts: Vec<String> = vs
-            .obj
-            .spec
-            .hosts
+        let vs_hosts = list(&vs.obj.spec.hosts);
+        let hosts: Vec<String> = vs_hosts
             .iter()
             .map(|h| expand_host(h, &ns, &c.services))
             .collect();
@@ -1491,7 +1510,7 @@ pub fn compile(snap: &Snapshot) -> Plan {
                 }
                 Some(info) => {
                     for (i, h) in hosts.iter().enumerate() {
-                        let raw_h = vs.obj.spec.hosts[i].to_ascii_lowercase();
+                        let raw_h = vs_hosts[i].to_ascii_lowercase();
                         if info.hosts.iter().any(|sh| {
                             server_host_admits(sh, h, &ns, &info.ns)
                                 || server_host_admits(sh, &raw_h, &ns, &info.ns)
@@ -1508,7 +1527,7 @@ pub fn compile(snap: &Snapshot) -> Plan {
 
         // Compile routes.
         let mut routes = Vec::new();
-        for (i, r) in vs.obj.spec.http.iter().enumerate() {
+        for (i, r) in list(&vs.obj.spec.http).iter().enumerate() {
             let path = format!("{who}: spec.http[{i}]");
             match compile_route(&mut c, r, i, &ns, &path) {
                 Ok(route) => routes.push(route),
@@ -1621,14 +1640,14 @@ fn register_host(
 
 fn compile_route(
     c: &mut Compiler<'_>,
-    r: &model::HttpRoute,
+    r: &aos_types::istio::HttpRoute,
     i: usize,
     ns: &str,
     path: &str,
 ) -> Result<RoutePlan, String> {
     let mut matches = Vec::new();
-    for (j, m) in r.matches.iter().enumerate() {
-        if !m.gateways.is_empty() {
+    for (j, m) in list(&r.match_).iter().enumerate() {
+        if !list(&m.gateways).is_empty() {
             c.warnings.push(format!("{path}.match[{j}].gateways: the built-in gateway serves every gateway; condition ignored"));
         }
         matches.push(request_match(
@@ -1639,8 +1658,9 @@ fn compile_route(
     }
     let action = if let Some(rd) = &r.redirect {
         let code = rd.redirect_code.unwrap_or(301);
-        let status = StatusCode::from_u16(code)
+        let status = u16::try_from(code)
             .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
             .filter(|s| s.is_redirection())
             .ok_or_else(|| {
                 format!("{path}.redirect.redirectCode: {code} is not a redirect status")
@@ -1648,59 +1668,64 @@ fn compile_route(
         Action::Redirect(RedirectPlan {
             uri: rd.uri.clone(),
             authority: rd.authority.clone(),
-            port: rd.port,
+            port: rd.port.and_then(|p| u16::try_from(p).ok()),
             scheme: rd.scheme.clone(),
             status,
         })
     } else if let Some(dr) = &r.direct_response {
-        let status = StatusCode::from_u16(dr.status)
-            .map_err(|_| format!("{path}.directResponse.status: {} is invalid", dr.status))?;
+        let code = dr.status.unwrap_or(0);
+        let status = u16::try_from(code)
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .ok_or_else(|| format!("{path}.directResponse.status: {code} is invalid"))?;
         let body = dr
             .body
             .as_ref()
-            .and_then(|b| b.string.clone())
-            .unwrap_or_default();
+            .and_then(|b| b.get("string"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         Action::Direct {
             status,
             body: bytes::Bytes::from(body),
         }
     } else {
-        if r.route.is_empty() {
+        let route = list(&r.route);
+        if route.is_empty() {
             return Err(format!("{path}: no route, redirect or directResponse"));
         }
         let mut dests = Vec::new();
-        let explicit: i64 = r.route.iter().filter_map(|d| d.weight).sum();
-        for (k, d) in r.route.iter().enumerate() {
+        let explicit: i64 = route.iter().filter_map(|d| d.weight).sum();
+        for (k, d) in route.iter().enumerate() {
             let dpath = format!("{path}.route[{k}]");
             let weight = match d.weight {
                 Some(w) if w < 0 => return Err(format!("{dpath}.weight: {w} is negative")),
                 Some(w) => u32::try_from(w).unwrap_or(u32::MAX),
                 // Istio: a lone destination without weight takes all traffic.
-                None if r.route.len() == 1 || explicit == 0 => 1,
+                None if route.len() == 1 || explicit == 0 => 1,
                 None => 0,
             };
-            let target = service_of_host(&d.destination.host, ns, &c.services);
-            let cluster = match target {
-                Some((sns, sname)) => c.cluster(
-                    &sns,
-                    &sname,
-                    d.destination.port.as_ref().and_then(|p| p.number),
-                    d.destination.subset.as_deref(),
-                    &format!("{dpath}.destination"),
-                ),
+            let dest = d.destination.clone().unwrap_or_default();
+            let dest_host = dest.host.as_deref().unwrap_or("");
+            let dest_port = dest
+                .port
+                .as_ref()
+                .and_then(|p| p.number)
+                .and_then(|n| u16::try_from(n).ok());
+            let (sns, sname) = match service_of_host(dest_host, ns, &c.services) {
+                Some(target) => target,
                 None => {
-                    let host = expand_host(&d.destination.host, ns, &c.services);
-                    let (sns, sname) = split_fqdn(&host)
-                        .unwrap_or_else(|| (ns.to_string(), d.destination.host.clone()));
-                    c.cluster(
-                        &sns,
-                        &sname,
-                        d.destination.port.as_ref().and_then(|p| p.number),
-                        d.destination.subset.as_deref(),
-                        &format!("{dpath}.destination"),
-                    )
+                    let host = expand_host(dest_host, ns, &c.services);
+                    split_fqdn(&host).unwrap_or_else(|| (ns.to_string(), dest_host.to_string()))
                 }
             };
+            let cluster = c.cluster(
+                &sns,
+                &sname,
+                dest_port,
+                dest.subset.as_deref(),
+                &format!("{dpath}.destination"),
+            );
             dests.push(WeightedDestination {
                 cluster,
                 weight,

@@ -74,41 +74,10 @@ pub(crate) struct EndpointState {
     /// Fast path: whether the endpoint may be ejected (the lock holds the truth).
     ejected: AtomicBool,
     outlier: Mutex<OutlierHost>,
-    /// Idle HTTP/1.1 connections, most recently used last.
-    pub idle: Mutex<Vec<IdleConn>>,
+    /// Idle HTTP/1.1 connections.
+    pub h1: crate::proxy::H1Pool,
     /// The shared HTTP/2 connection.
     pub h2: Mutex<Option<hyper::client::conn::http2::SendRequest<ReqBody>>>,
-}
-
-/// An idle HTTP/1.1 connection.
-pub(crate) struct IdleConn {
-    pub sender: hyper::client::conn::http1::SendRequest<ReqBody>,
-    pub since: Instant,
-}
-
-/// An HTTP/1.1 connection in use, to give back to its endpoint's pool.
-pub(crate) struct PooledConn {
-    pub state: Arc<EndpointState>,
-    pub sender: hyper::client::conn::http1::SendRequest<ReqBody>,
-}
-
-/// Idle connections kept per endpoint.
-const MAX_IDLE_PER_ENDPOINT: usize = 1024;
-
-impl PooledConn {
-    /// Back to the pool (unless the connection is closing).
-    pub(crate) fn release(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        let mut idle = self.state.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push(IdleConn {
-                sender: self.sender,
-                since: Instant::now(),
-            });
-        }
-    }
 }
 
 #[derive(Default)]

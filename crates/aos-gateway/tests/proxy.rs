@@ -12,6 +12,7 @@ use http::Request;
 use http_body_util::{BodyExt as _, Full};
 use serde_json::json;
 use support::*;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const NS: &str = "agent-os";
 const HOST: &str = "agent-registry.example.com";
@@ -706,4 +707,43 @@ async fn redirects_rewrites_and_header_operations() {
         .body(Full::new(Bytes::from("{}")))
         .unwrap();
     assert_eq!(send(&cl, gw.addr, req).await.status, 404);
+}
+
+#[tokio::test]
+async fn request_bodies_reach_the_upstream_whole() {
+    let a = Upstream::start("a", ok()).await;
+    let gw = TestGateway::start(seed_like(&[&a], simple_route(json!({})))).await;
+    let cl = client();
+    // Small (buffered for retries), large (streamed with its length).
+    for size in [0usize, 10, 200 * 1024] {
+        let req = Request::post("/api/v1/agent-registry/up")
+            .header("host", HOST)
+            .body(Full::new(Bytes::from(vec![b'x'; size])))
+            .unwrap();
+        let r = send(&cl, gw.addr, req).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.body,
+            format!("a POST /api/v1/agent-registry/up len={size}")
+        );
+    }
+    // Chunked, of unknown length: streamed upstream with chunked encoding.
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/agent-registry/up HTTP/1.1\r\nhost: {HOST}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    for part in ["hello", " ", "world"] {
+        s.write_all(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes())
+            .await
+            .unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("a POST /api/v1/agent-registry/up len=11"),
+        "{answer}"
+    );
 }

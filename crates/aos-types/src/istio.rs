@@ -351,6 +351,8 @@ istio_struct!(
     CorsPolicy {
         /// Allowed origins.
         allow_origins: Vec<StringMatch>,
+        /// Deprecated exact origins (Istio still reads them).
+        allow_origin: Vec<String>,
         /// Allowed methods.
         allow_methods: Vec<String>,
         /// Allowed request headers.

@@ -544,3 +544,54 @@ fn compile_is_deterministic() {
     };
     assert_eq!(names(&a), names(&b));
 }
+
+/// Istio's `ConvertPolicy`: no block → the default policy; a block with attempts keeps the
+/// default's conditions unless `retryOn` replaces them (codes included); `attempts: 0` or an
+/// empty block → no retries.
+#[test]
+fn retry_blocks_convert_like_istio() {
+    let routes = json!([
+        {"route": [{"destination": {"host": "app"}}]},
+        {"route": [{"destination": {"host": "app"}}], "retries": {"attempts": 3, "perTryTimeout": "2s"}},
+        {"route": [{"destination": {"host": "app"}}], "retries": {"attempts": 1, "retryOn": "retriable-status-codes"}},
+        {"route": [{"destination": {"host": "app"}}], "retries": {"attempts": 1, "retryOn": "5xx"}},
+        {"route": [{"destination": {"host": "app"}}], "retries": {}},
+    ]);
+    let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "v", "namespace": "web"},
+        "spec": {"hosts": ["app"], "http": routes}});
+    let plan = compile_objects(vec![service("web", "app", &[("http", 80)], true), vs]);
+    let vh = plan.vhost_for("app.web.svc.cluster.local").unwrap();
+    let r: Vec<&RetryPolicy> = plan.vhosts[vh].routes.iter().map(|r| &r.retry).collect();
+    let default = RetryPolicy::istio_default();
+    assert_eq!(default.attempts, 2);
+    assert_eq!(default.status_codes, [503]);
+    for bit in [
+        RetryOn::CONNECT_FAILURE,
+        RetryOn::REFUSED_STREAM,
+        RetryOn::UNAVAILABLE,
+        RetryOn::CANCELLED,
+        RetryOn::STATUS_CODES,
+    ] {
+        assert!(default.on.has(bit));
+    }
+    assert!(!default.on.has(RetryOn::FIVE_XX) && !default.on.has(RetryOn::RESET));
+    assert_eq!(*r[0], default);
+    assert_eq!(
+        *r[1],
+        RetryPolicy {
+            attempts: 3,
+            per_try_timeout: Some(Duration::from_secs(2)),
+            ..default.clone()
+        }
+    );
+    assert_eq!(
+        (r[2].on, r[2].status_codes.as_slice()),
+        (RetryOn(RetryOn::STATUS_CODES), &[][..])
+    );
+    assert_eq!(
+        (r[3].on, r[3].status_codes.as_slice()),
+        (RetryOn(RetryOn::FIVE_XX), &[][..])
+    );
+    assert_eq!(r[4].attempts, 0);
+}

@@ -4,13 +4,11 @@
 //! origin get `Access-Control-Allow-Origin` (and expose/credentials headers) on the response.
 //! Requests from other origins pass through untouched.
 
-use std::convert::Infallible;
-
+use futures::future::Either;
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
-use tower::ServiceExt as _;
 
-use super::{Next, Req, Resp, RouteCtx, local_reply, stateless_layer};
+use super::{LayerFuture, Next, Req, RouteCtx, answer, local_reply, stateless_layer};
 
 stateless_layer!(
     /// Answers CORS preflights and decorates responses.
@@ -18,18 +16,19 @@ stateless_layer!(
     Cors
 );
 
-async fn handle<S: Next>(inner: S, req: Req) -> Result<Resp, Infallible> {
-    let policy = req
+fn call<S: Next>(inner: &mut S, req: Req) -> LayerFuture<S::Future> {
+    let Some(route) = req
         .extensions()
         .get::<RouteCtx>()
-        .and_then(|c| c.route.plan.cors.is_some().then(|| c.route.clone()));
-    let Some(route) = policy else {
-        return inner.oneshot(req).await;
+        .filter(|c| c.route.plan.cors.is_some())
+        .map(|c| c.route.clone())
+    else {
+        return Either::Right(inner.call(req));
     };
     let cors = route.plan.cors.as_ref().expect("checked above");
     let origin = match req.headers().get(header::ORIGIN) {
         Some(o) if o.to_str().is_ok_and(|o| cors.allows(o)) => o.clone(),
-        _ => return inner.oneshot(req).await,
+        _ => return Either::Right(inner.call(req)),
     };
     let preflight = req.method() == Method::OPTIONS
         && req
@@ -54,19 +53,23 @@ async fn handle<S: Next>(inner: S, req: Req) -> Result<Resp, Infallible> {
                 HeaderValue::from_static("true"),
             );
         }
-        return Ok(resp);
+        return answer(resp);
     }
-    let mut resp = inner.oneshot(req).await?;
-    let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    if let Some(e) = &cors.expose_headers {
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
-    }
-    if cors.allow_credentials {
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-    }
-    Ok(resp)
+    let fut = inner.call(req);
+    Either::Left(Box::pin(async move {
+        let mut resp = fut.await?;
+        let cors = route.plan.cors.as_ref().expect("checked above");
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        if let Some(e) = &cors.expose_headers {
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
+        }
+        if cors.allow_credentials {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        Ok(resp)
+    }))
 }

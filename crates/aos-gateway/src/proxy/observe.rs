@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
-use tower::{Service, ServiceExt as _};
+use tower::Service;
 
 use super::{Next, ProxyFuture, Req, Resp, Served};
 use crate::server::Shared;
@@ -57,19 +57,19 @@ impl<S: Next> Service<Req> for Observe<S> {
     }
 
     fn call(&mut self, req: Req) -> ProxyFuture {
-        let inner = self.inner.clone();
-        let shared = self.shared.clone();
+        let start = Instant::now();
+        self.shared.metrics.active.fetch_add(1, Ordering::Relaxed);
+        let active = Active(self.shared.clone());
+        let fut = self.inner.call(req);
         Box::pin(async move {
-            let start = Instant::now();
-            shared.metrics.active.fetch_add(1, Ordering::Relaxed);
-            let _active = Active(shared.clone());
-            let resp = inner.oneshot(req).await?;
+            let resp = fut.await?;
             let now = Instant::now();
             let code = resp.status().as_u16();
             match resp.extensions().get::<Served>() {
                 Some(s) => s.series.record(code, s.retried, now - start, now),
-                None => shared.unknown.record(code, false, now - start, now),
+                None => active.0.unknown.record(code, false, now - start, now),
             }
+            drop(active);
             Ok(resp)
         })
     }

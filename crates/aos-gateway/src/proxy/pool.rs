@@ -4,13 +4,14 @@
 //! the requests waiting for one. Beyond the limits the request is shed at once with 503 and
 //! `x-envoy-overloaded: true`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tower::ServiceExt as _;
+use futures::future::Either;
 
-use super::{Failure, Next, Req, Resp, RouteCtx, failure_reply, stateless_layer};
+use super::{
+    Failure, LayerFuture, Next, Req, Resp, RouteCtx, answer, failure_reply, stateless_layer,
+};
 use crate::body::InflightGuard;
 use crate::table::ClusterState;
 
@@ -37,9 +38,9 @@ fn overflow(ctx: &RouteCtx) -> Resp {
     failure_reply(Failure::Overflow)
 }
 
-async fn handle<S: Next>(inner: S, req: Req) -> Result<Resp, Infallible> {
-    let Some(ctx) = req.extensions().get::<RouteCtx>().cloned() else {
-        return inner.oneshot(req).await;
+fn call<S: Next>(inner: &mut S, req: Req) -> LayerFuture<S::Future> {
+    let Some(ctx) = req.extensions().get::<RouteCtx>() else {
+        return Either::Right(inner.call(req));
     };
     let cluster = ctx.cluster();
     let limits = &cluster.policy.pool;
@@ -48,26 +49,37 @@ async fn handle<S: Next>(inner: S, req: Req) -> Result<Resp, Infallible> {
     let n = state.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
     guard.cluster = Some(state.clone());
     if n > limits.max_requests {
-        return Ok(overflow(&ctx));
+        return answer(overflow(ctx));
     }
     if let Some(sem) = &state.connections {
         match sem.clone().try_acquire_owned() {
             Ok(p) => guard.permit = Some(p),
             Err(_) => {
+                // Wait for a connection slot, if the queue has room (the rare path).
                 let waiting = state.pending.fetch_add(1, Ordering::AcqRel) + 1;
                 let pending = Pending(state.clone());
                 if waiting > limits.max_pending_requests {
-                    return Ok(overflow(&ctx));
+                    return answer(overflow(ctx));
                 }
-                match sem.clone().acquire_owned().await {
-                    Ok(p) => guard.permit = Some(p),
-                    Err(_) => return Ok(overflow(&ctx)),
-                }
-                drop(pending);
+                let (sem, ctx) = (sem.clone(), ctx.clone());
+                let mut inner = inner.clone();
+                return Either::Left(Box::pin(async move {
+                    match sem.acquire_owned().await {
+                        Ok(p) => guard.permit = Some(p),
+                        Err(_) => return Ok(overflow(&ctx)),
+                    }
+                    drop(pending);
+                    let mut resp = inner.call(req).await?;
+                    resp.body_mut().attach(guard);
+                    Ok(resp)
+                }));
             }
         }
     }
-    let mut resp = inner.oneshot(req).await?;
-    resp.body_mut().attach(guard);
-    Ok(resp)
+    let fut = inner.call(req);
+    Either::Left(Box::pin(async move {
+        let mut resp = fut.await?;
+        resp.body_mut().attach(guard);
+        Ok(resp)
+    }))
 }

@@ -11,12 +11,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::Either;
 use http::Request;
 use http_body::Body as _;
 use http_body_util::{BodyExt as _, Limited};
-use tower::ServiceExt as _;
 
-use super::{Failure, Next, Req, Resp, RouteCtx, Served, Tried, stateless_layer};
+use super::{
+    Failure, LayerFuture, Next, Req, Resp, ReturnHead, ReturnedHead, RouteCtx, Served, Tried,
+    stateless_layer,
+};
 use crate::body::ReqBody;
 use crate::plan::{RetryOn, RetryPolicy};
 
@@ -114,16 +117,26 @@ fn copy_request(parts: &http::request::Parts, body: &Option<Bytes>) -> Req {
     req
 }
 
-async fn handle<S: Next>(inner: S, req: Req) -> Result<Resp, Infallible> {
-    let Some(ctx) = req.extensions().get::<RouteCtx>().cloned() else {
-        return inner.oneshot(req).await;
-    };
-    let policy = &ctx.route.plan.retry;
-    if policy.attempts == 0 {
-        return inner.oneshot(req).await;
+fn call<S: Next>(inner: &mut S, req: Req) -> LayerFuture<S::Future> {
+    let retries = req
+        .extensions()
+        .get::<RouteCtx>()
+        .is_some_and(|c| c.route.plan.retry.attempts > 0);
+    if !retries {
+        return Either::Right(inner.call(req));
     }
+    Either::Left(Box::pin(handle(inner.clone(), req)))
+}
+
+async fn handle<S: Next>(mut inner: S, req: Req) -> Result<Resp, Infallible> {
+    let ctx = req
+        .extensions()
+        .get::<RouteCtx>()
+        .cloned()
+        .expect("checked by call");
+    let policy = &ctx.route.plan.retry;
     let (parts, body) = req.into_parts();
-    let mut body: Option<Bytes> = match body {
+    let body: Option<Bytes> = match body {
         ReqBody::Empty => None,
         ReqBody::Full(b) => b,
         ReqBody::Stream(s) => {
@@ -134,7 +147,7 @@ async fn handle<S: Next>(inner: S, req: Req) -> Result<Resp, Infallible> {
             if !small {
                 // Too big (or unknown) to replay: one try, streamed.
                 return inner
-                    .oneshot(Request::from_parts(parts, ReqBody::Stream(s)))
+                    .call(Request::from_parts(parts, ReqBody::Stream(s)))
                     .await;
             }
             match Limited::new(s, MAX_BUFFERED_BODY as usize).collect().await {
@@ -149,16 +162,22 @@ async fn handle<S: Next>(inner: S, req: Req) -> Result<Resp, Infallible> {
         }
     };
     let cluster = ctx.cluster().clone();
+    // The HTTP/1.1 client hands the request's head back with its answer, so a retry needs no
+    // copy made in advance. A per-try timeout drops the try (and the head with it), and hyper's
+    // HTTP/2 client consumes the head: then each try gets a copy.
+    let reclaim = policy.per_try_timeout.is_none() && !cluster.policy.pool.http2;
     let mut tried = 0u64;
     let mut parts = Some(parts);
     for attempt in 0..=policy.attempts {
         let last = attempt == policy.attempts;
-        let mut req = if last {
-            let p = parts
-                .take()
-                .expect("the parts are taken on the last try only");
-            let b = match body.take() {
-                Some(b) if !b.is_empty() => ReqBody::Full(Some(b)),
+        let mut req = if last || reclaim {
+            let mut p = parts.take().expect("the parts are here for each try");
+            if attempt > 0 {
+                // Reclaimed heads come back without the gateway's bookkeeping.
+                p.extensions.insert(ctx.clone());
+            }
+            let b = match body.as_ref() {
+                Some(b) if !b.is_empty() => ReqBody::Full(Some(b.clone())),
                 _ => ReqBody::Empty,
             };
             Request::from_parts(p, b)
@@ -173,13 +192,19 @@ async fn handle<S: Next>(inner: S, req: Req) -> Result<Resp, Infallible> {
         if tried != 0 {
             req.extensions_mut().insert(Tried(tried));
         }
-        let mut resp = inner.clone().oneshot(req).await?;
+        if reclaim && !last {
+            req.extensions_mut().insert(ReturnHead);
+        }
+        let mut resp = inner.call(req).await?;
+        if reclaim && !last {
+            parts = resp.extensions_mut().remove::<ReturnedHead>().map(|h| *h.0);
+        }
         if let Some(i) = resp.extensions().get::<Served>().and_then(|s| s.endpoint)
             && i < 64
         {
             tried |= 1 << i;
         }
-        if !last && should_retry(policy, &resp) {
+        if !last && parts.is_some() && should_retry(policy, &resp) {
             cluster.service.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 cluster = %cluster.name,

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, StatusCode, Uri};
-use tower::{Service, ServiceExt as _};
+use tower::Service;
 
 use super::{Next, ProxyFuture, Req, Resp, RouteCtx, Served, local_reply};
 use crate::body::RespBody;
@@ -246,22 +246,26 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-async fn handle<S: Next>(inner: S, layer: RouteLayer, mut req: Req) -> Result<Resp, Infallible> {
-    let table = layer.shared.table.load_full();
+fn ready(resp: Resp) -> ProxyFuture {
+    Box::pin(std::future::ready(Ok(resp)))
+}
+
+fn handle<S: Next>(inner: &mut S, layer: &RouteLayer, mut req: Req) -> ProxyFuture {
+    let table = layer.shared.table.load();
     let (route, matched, missing_host) = {
         let (host, port, raw) = request_host(&req);
         let Some(vh) = table.vhost(&host) else {
-            return Ok(local_reply(StatusCode::NOT_FOUND, ""));
+            return ready(local_reply(StatusCode::NOT_FOUND, ""));
         };
         let Some((route, matched)) = find_route(&vh.routes, &req, port, raw) else {
-            return Ok(local_reply(StatusCode::NOT_FOUND, ""));
+            return ready(local_reply(StatusCode::NOT_FOUND, ""));
         };
         match &route.plan.action {
-            Action::Redirect(plan) => return Ok(redirect(plan, &req, raw)),
+            Action::Redirect(plan) => return ready(redirect(plan, &req, raw)),
             Action::Direct { status, body } => {
                 let mut resp = Resp::new(RespBody::full(body.clone()));
                 *resp.status_mut() = *status;
-                return Ok(resp);
+                return ready(resp);
             }
             Action::Route(_) => {}
         }
@@ -347,8 +351,7 @@ async fn handle<S: Next>(inner: S, layer: RouteLayer, mut req: Req) -> Result<Re
         }
     }
     route.plan.headers.request.apply(req.headers_mut());
-    let dest_headers = &route.dests[dest].headers;
-    dest_headers.request.apply(req.headers_mut());
+    route.dests[dest].headers.request.apply(req.headers_mut());
 
     req.extensions_mut().insert(RouteCtx {
         route: route.clone(),
@@ -356,21 +359,23 @@ async fn handle<S: Next>(inner: S, layer: RouteLayer, mut req: Req) -> Result<Re
         peer: layer.peer,
         endpoint: None,
     });
-    let mut resp = inner.oneshot(req).await?;
-
-    strip_hop_by_hop(resp.headers_mut());
-    route.plan.headers.response.apply(resp.headers_mut());
-    dest_headers.response.apply(resp.headers_mut());
-    if resp.extensions().get::<Served>().is_none() {
-        let series = route.dests[dest].cluster.local_series.clone();
-        resp.extensions_mut().insert(Served {
-            series,
-            endpoint: None,
-            retried: false,
-            failure: None,
-        });
-    }
-    Ok(resp)
+    let fut = inner.call(req);
+    Box::pin(async move {
+        let mut resp = fut.await?;
+        strip_hop_by_hop(resp.headers_mut());
+        route.plan.headers.response.apply(resp.headers_mut());
+        route.dests[dest].headers.response.apply(resp.headers_mut());
+        if resp.extensions().get::<Served>().is_none() {
+            let series = route.dests[dest].cluster.local_series.clone();
+            resp.extensions_mut().insert(Served {
+                series,
+                endpoint: None,
+                retried: false,
+                failure: None,
+            });
+        }
+        Ok(resp)
+    })
 }
 
 impl<S: Next> Service<Req> for Router<S> {
@@ -383,7 +388,7 @@ impl<S: Next> Service<Req> for Router<S> {
     }
 
     fn call(&mut self, req: Req) -> ProxyFuture {
-        Box::pin(handle(self.inner.clone(), self.layer.clone(), req))
+        handle(&mut self.inner, &self.layer, req)
     }
 }
 

@@ -1,30 +1,31 @@
-//! The upstream client: a lean connection pool per endpoint on hyper's connection-level API.
+//! The upstream client: a lean connection pool per endpoint.
 //!
-//! HTTP/1.1: idle connections wait in the endpoint's pool; a request takes the most recently
-//! used one (or connects within `connectTimeout`), and the connection goes back to the pool
-//! when the response body has been read to its end. A request that a pooled connection closed
-//! before sending is sent again on a fresh connection (it never reached the upstream).
-//! HTTP/2 (prior knowledge): one multiplexed connection per endpoint, re-made when closed.
+//! HTTP/1.1: the gateway's own client ([`super::h1`]): idle connections wait in the endpoint's
+//! pool; a request takes the most recently used one (or connects within `connectTimeout`), and
+//! the connection goes back to the pool when the response body has been read to its end.
+//! HTTP/2 (prior knowledge): hyper's client, one multiplexed connection per endpoint, re-made
+//! when closed.
 //! Transport errors become Envoy-style answers carrying a [`Failure`].
 
 use std::convert::Infallible;
 use std::error::Error as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tower::Service;
 
-use super::{Failure, ProxyFuture, Req, Resp, RouteCtx, failure_reply, local_reply};
-use crate::body::{InflightGuard, ReqBody, RespBody};
-use crate::table::{Cluster, EndpointState, PooledConn};
+use super::{
+    Failure, ProxyFuture, Req, Resp, ReturnHead, ReturnedHead, RouteCtx, failure_reply, h1,
+    local_reply,
+};
+use crate::body::RespBody;
+use crate::table::{Cluster, EndpointState};
 
 /// The last service of the stack.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,97 +42,6 @@ fn classify(e: &hyper::Error) -> Failure {
         src = s.source();
     }
     Failure::Reset
-}
-
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, Failure> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(stream))
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(%addr, error = %e, "upstream connect failed");
-            Err(Failure::Connect)
-        }
-        Err(_) => {
-            tracing::debug!(%addr, "upstream connect timed out");
-            Err(Failure::Connect)
-        }
-    }
-}
-
-/// An idle, usable HTTP/1.1 connection of the endpoint, if any.
-async fn checkout(
-    state: &EndpointState,
-    idle_timeout: Duration,
-) -> Option<http1::SendRequest<ReqBody>> {
-    loop {
-        let conn = state.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-        if conn.sender.is_closed() || conn.since.elapsed() > idle_timeout {
-            continue;
-        }
-        let mut sender = conn.sender;
-        if sender.ready().await.is_ok() {
-            return Some(sender);
-        }
-    }
-}
-
-async fn new_h1(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<http1::SendRequest<ReqBody>, Failure> {
-    let io = connect(addr, timeout).await?;
-    let (sender, conn) = http1::Builder::new()
-        .handshake(io)
-        .await
-        .map_err(|_| Failure::Connect)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
-}
-
-async fn send_h1(
-    cluster: &Cluster,
-    state: &Arc<EndpointState>,
-    addr: SocketAddr,
-    mut req: Req,
-) -> Result<(hyper::Response<Incoming>, PooledConn), Failure> {
-    let pool = &cluster.policy.pool;
-    let pq = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    *req.uri_mut() = Uri::from(pq);
-    *req.version_mut() = Version::HTTP_11;
-    loop {
-        let (mut sender, pooled) = match checkout(state, pool.idle_timeout).await {
-            Some(s) => (s, true),
-            // Connecting is the rare path: boxed, so its large future does not make every
-            // request's future (moved into a box per request) larger.
-            None => (Box::pin(new_h1(addr, pool.connect_timeout)).await?, false),
-        };
-        match sender.try_send_request(req).await {
-            Ok(resp) => {
-                return Ok((
-                    resp,
-                    PooledConn {
-                        state: state.clone(),
-                        sender,
-                    },
-                ));
-            }
-            Err(mut e) => match e.take_message() {
-                // A pooled connection closed under us before the request went out: try anew.
-                Some(r) if pooled => req = r,
-                _ => return Err(classify(e.error())),
-            },
-        }
-    }
 }
 
 async fn send_h2(
@@ -160,7 +70,7 @@ async fn send_h2(
     let mut sender = match existing {
         Some(s) => s,
         None => {
-            let io = connect(addr, pool.connect_timeout).await?;
+            let io = TokioIo::new(h1::connect_tcp(addr, pool.connect_timeout).await?);
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .keep_alive_interval(Duration::from_secs(30))
@@ -208,35 +118,47 @@ impl Service<Req> for Upstream {
                 ))
             });
         };
+        let return_head = req.extensions().get::<ReturnHead>().is_some();
         // The upstream needs none of the gateway's bookkeeping.
         req.extensions_mut().clear();
         Box::pin(async move {
             let cluster = ctx.cluster();
             let ep = &cluster.endpoints[i];
-            let result = if cluster.policy.pool.http2 {
+            let pool = &cluster.policy.pool;
+            let mut head = None;
+            let result = if pool.http2 {
                 Box::pin(send_h2(cluster, &ep.state, ep.addr, &ep.authority, req))
                     .await
-                    .map(|r| (r, None))
+                    .map(|r| r.map(RespBody::stream))
             } else {
-                send_h1(cluster, &ep.state, ep.addr, req)
-                    .await
-                    .map(|(r, c)| (r, Some(c)))
-            };
-            match result {
-                Ok((resp, conn)) => {
-                    let mut resp = resp.map(RespBody::stream);
-                    if conn.is_some() {
-                        let mut guard = InflightGuard::default();
-                        guard.conn = conn;
-                        resp.body_mut().attach(guard);
-                    }
-                    Ok(resp)
+                let to = h1::ReturnTo {
+                    pool: ep.state.clone(),
+                    idle_timeout: pool.idle_timeout,
+                };
+                let (result, parts) = h1::send(
+                    to,
+                    ep.addr,
+                    ep.authority.as_str(),
+                    pool.connect_timeout,
+                    req,
+                )
+                .await;
+                if return_head {
+                    head = Some(ReturnedHead(Box::new(parts)));
                 }
+                result.map(|r| r.map(RespBody::h1))
+            };
+            let mut resp = match result {
+                Ok(resp) => resp,
                 Err(failure) => {
                     tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, ?failure, "upstream request failed");
-                    Ok(failure_reply(failure))
+                    failure_reply(failure)
                 }
+            };
+            if let Some(head) = head {
+                resp.extensions_mut().insert(head);
             }
+            Ok(resp)
         })
     }
 }

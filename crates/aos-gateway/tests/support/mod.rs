@@ -68,7 +68,18 @@ impl Upstream {
                             .filter(|(k, _)| k.as_str().starts_with("x-"))
                             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                             .collect();
+                        // Bodies: the answer ends with the number of bytes received.
+                        let count_body = req.method() == http::Method::POST;
+                        let incoming = req.into_body();
                         async move {
+                            let mut body = body;
+                            if count_body {
+                                let n = match incoming.collect().await {
+                                    Ok(b) => b.to_bytes().len().to_string(),
+                                    Err(e) => format!("error {e}"),
+                                };
+                                body.push_str(&format!(" len={n}"));
+                            }
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
                             }

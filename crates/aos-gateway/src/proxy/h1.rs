@@ -1,0 +1,1063 @@
+//! The HTTP/1.1 upstream client: a pooled connection driven by the request's own task.
+//!
+//! hyper's client runs every connection as a separate task and talks to it through channels
+//! (request, response, and one more for the body). On the gateway's request path that meant
+//! two task wake-ups and three channel hand-offs per request; the profile of the benchmark put
+//! the client side at about a third of the proxy's CPU. Here the request future writes the
+//! request and parses the answer's head itself, and the response body reads its bytes straight
+//! from the socket, so a request costs one write and (usually) one read, like nginx's upstream
+//! module. The connection goes back to its endpoint's pool the moment the body's last byte
+//! is read.
+//!
+//! Scope: what a reverse proxy needs. Request bodies are sent whole (buffered), with their known
+//! length, or chunked; `Expect: 100-continue` is handled towards the client by the server side,
+//! so it is not forwarded; interim (1xx) answers are skipped; answers are framed by
+//! `Transfer-Encoding: chunked`, `Content-Length` or the end of the connection (RFC 9112 §6.3);
+//! trailers are read and dropped. No upgrades (the router strips `Upgrade`).
+//!
+//! Stale keep-alive connections: an idle connection the upstream closed is noticed before use
+//! when the reactor has seen its end (no system call otherwise). When a reused connection fails
+//! before the first byte of an answer, the request goes again on a new connection if it is safe:
+//! when the request could not be written at all, or when its method is idempotent (RFC 9110
+//! §9.2.2) or it carries an `Idempotency-Key`, and its body is not a stream already partly sent.
+//! That is the keep-alive race of a pod that closes its idle connections on shutdown: the
+//! request never reached the application.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::Failure;
+use crate::body::ReqBody;
+
+/// Most header lines in an upstream answer.
+const MAX_HEADERS: usize = 128;
+/// Largest upstream answer head (Envoy's default header limit is 60 KiB).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest chunk-size line or trailer section of a chunked body.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Idle connections kept per endpoint.
+const MAX_IDLE: usize = 1024;
+
+/// An HTTP/1.1 connection to one upstream endpoint.
+pub(crate) struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet consumed.
+    rbuf: BytesMut,
+}
+
+impl Conn {
+    /// Whether an idle connection can carry a request: no unsolicited bytes and no end of
+    /// stream seen by the reactor. Costs a system call only when the socket is readable.
+    fn is_usable(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable while idle: the end of the stream, an error, or garbage. Or stale
+            // readiness from the last answer: then the read below says "would block".
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Read more bytes into the buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// The idle HTTP/1.1 connections of one endpoint, most recently used last.
+#[derive(Default)]
+pub(crate) struct Pool {
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+impl Pool {
+    /// The most recently used idle connection that is still usable.
+    fn checkout(&self, idle_timeout: Duration) -> Option<Conn> {
+        let now = Instant::now();
+        loop {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = idle.pop_back()?;
+            if now.saturating_duration_since(entry.since) > idle_timeout {
+                // The newest is past its idle timeout: so are all the others.
+                let stale = std::mem::take(&mut *idle);
+                drop(idle);
+                drop(stale);
+                return None;
+            }
+            drop(idle);
+            let mut conn = entry.conn;
+            if conn.is_usable() {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// Give a connection back, dropping those idle for longer than `idle_timeout`, and the
+    /// oldest when the upstream closed it (upstreams close their longest-idle connections
+    /// first; without this, closed sockets would wait for a checkout to reach them).
+    fn release(&self, conn: Conn, idle_timeout: Duration) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut expired = Vec::new();
+        while idle
+            .front()
+            .is_some_and(|e| now.saturating_duration_since(e.since) > idle_timeout)
+        {
+            expired.extend(idle.pop_front());
+        }
+        if idle.front_mut().is_some_and(|e| !e.conn.is_usable()) {
+            expired.extend(idle.pop_front());
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle { conn, since: now });
+        }
+        drop(idle);
+        drop(expired);
+    }
+
+    /// Idle connections held.
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Where a response's connection goes back to when its body ends.
+pub(crate) struct ReturnTo {
+    pub pool: std::sync::Arc<crate::table::EndpointState>,
+    pub idle_timeout: Duration,
+}
+
+/// How one exchange failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ExchangeError {
+    /// The request could not be written: the upstream cannot have acted on it.
+    Unsent,
+    /// The connection ended before the first byte of an answer.
+    NoAnswer,
+    /// Anything later, or a malformed answer.
+    Broken,
+    /// The client's request body failed.
+    ClientBody,
+}
+
+/// How the request body is framed upstream.
+enum ReqFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Whether the request may be sent again after a reused connection failed before answering
+/// (RFC 9110 §9.2.2 idempotent methods, or an idempotency key).
+fn idempotent(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    ) || headers.contains_key("idempotency-key")
+        || headers.contains_key("x-idempotency-key")
+}
+
+/// Methods whose empty body is announced with `content-length: 0`.
+fn announces_empty_body(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET
+            | Method::HEAD
+            | Method::DELETE
+            | Method::OPTIONS
+            | Method::TRACE
+            | Method::CONNECT
+    )
+}
+
+/// Encode the request head (and a buffered body) into `out`.
+fn encode_head(
+    parts: &http::request::Parts,
+    framing: &ReqFraming,
+    default_host: &str,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .as_bytes();
+    out.extend_from_slice(if target.is_empty() { b"/" } else { target });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !parts.headers.contains_key(header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(default_host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &parts.headers {
+        // Framing is this hop's, and `Expect` was answered towards the client already.
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+            || name == header::CONNECTION
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        ReqFraming::None => {}
+        ReqFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A parsed answer head.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Parse one answer head from the front of `buf`, consuming it. `Ok(None)`: need more bytes.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ExchangeError> {
+    loop {
+        match parse_one_head(buf, head_request)? {
+            // 100 Continue, 103 Early Hints: the final answer follows. (101 cannot happen: the
+            // router strips `Upgrade`; it is taken as the final answer with no body.)
+            Some(h)
+                if h.status.is_informational() && h.status != StatusCode::SWITCHING_PROTOCOLS => {}
+            other => return Ok(other),
+        }
+    }
+}
+
+/// One head, interim or final, from the front of `buf`.
+fn parse_one_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ExchangeError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(ExchangeError::Broken);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ExchangeError::Broken),
+    };
+    let code = resp.code.ok_or(ExchangeError::Broken)?;
+    let status = StatusCode::from_u16(code).map_err(|_| ExchangeError::Broken)?;
+    let http10 = resp.version == Some(0);
+    let base = buf.as_ptr() as usize;
+    // Where each line's name and value are, to slice the frozen head afterwards (no allocation).
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = resp.headers.len();
+    for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+        *span = (
+            h.name.as_ptr() as usize - base,
+            h.name.len(),
+            h.value.as_ptr() as usize - base,
+            h.value.len(),
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Some(Head {
+            status,
+            headers: HeaderMap::new(),
+            framing: Framing::Length(0),
+            keep_alive: true,
+        }));
+    }
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut chunked = None;
+    let mut length: Option<u64> = None;
+    let mut close = http10;
+    for &(name_at, name_len, at, n) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| ExchangeError::Broken)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(at..at + n))
+            .map_err(|_| ExchangeError::Broken)?;
+        if name == header::TRANSFER_ENCODING {
+            // The last coding decides (RFC 9112 §6.3): chunked or read to the end.
+            let v = value.to_str().map_err(|_| ExchangeError::Broken)?;
+            chunked = Some(
+                v.rsplit(',')
+                    .next()
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")),
+            );
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            let v: u64 = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or(ExchangeError::Broken)?;
+            if length.is_some_and(|l| l != v) {
+                return Err(ExchangeError::Broken);
+            }
+            length = Some(v);
+        }
+        if name == header::CONNECTION {
+            let v = value.to_str().unwrap_or("");
+            for token in v.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") && http10 {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        Framing::Length(0)
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => {
+                // Transfer-Encoding overrides Content-Length.
+                headers.remove(header::CONTENT_LENGTH);
+                Framing::Chunked(Chunk::Size)
+            }
+            (Some(false), _) => {
+                headers.remove(header::CONTENT_LENGTH);
+                Framing::Close
+            }
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::Close,
+        }
+    };
+    let keep_alive = !close && !matches!(framing, Framing::Close);
+    Ok(Some(Head {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// Send the request on `conn` and read the answer's head.
+async fn exchange(
+    conn: &mut Conn,
+    wire: &[u8],
+    stream: Option<(&mut ReqBody, bool)>,
+    head_request: bool,
+) -> Result<Head, ExchangeError> {
+    conn.io
+        .write_all(wire)
+        .await
+        .map_err(|_| ExchangeError::Unsent)?;
+    if let Some((body, chunked)) = stream {
+        send_stream(conn, body, chunked).await?;
+    }
+    let mut answered = false;
+    loop {
+        if !conn.rbuf.is_empty() {
+            answered = true;
+            if let Some(head) = parse_head(&mut conn.rbuf, head_request)? {
+                return Ok(head);
+            }
+        }
+        match conn.fill().await {
+            Ok(n) if n > 0 => {}
+            _ if answered => return Err(ExchangeError::Broken),
+            _ => return Err(ExchangeError::NoAnswer),
+        }
+    }
+}
+
+/// Stream the client's body upstream (its head is written already).
+async fn send_stream(
+    conn: &mut Conn,
+    body: &mut ReqBody,
+    chunked: bool,
+) -> Result<(), ExchangeError> {
+    let mut body = Pin::new(body);
+    let mut line = Vec::with_capacity(32);
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(|_| ExchangeError::ClientBody)?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers are not forwarded.
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            line.clear();
+            line.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            line.extend_from_slice(&data);
+            line.extend_from_slice(b"\r\n");
+            conn.io.write_all(&line).await
+        } else {
+            conn.io.write_all(&data).await
+        }
+        .map_err(|_| ExchangeError::Broken)?;
+    }
+    if chunked {
+        conn.io
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|_| ExchangeError::Broken)?;
+    }
+    Ok(())
+}
+
+/// A TCP connection to an upstream within `timeout`, with `TCP_NODELAY`.
+pub(crate) async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Failure> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(io)) => {
+            let _ = io.set_nodelay(true);
+            Ok(io)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "upstream connect failed");
+            Err(Failure::Connect)
+        }
+        Err(_) => {
+            tracing::debug!(%addr, "upstream connect timed out");
+            Err(Failure::Connect)
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, Failure> {
+    Ok(Conn {
+        io: connect_tcp(addr, timeout).await?,
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+    })
+}
+
+/// Send `req` to the endpoint over a pooled (or new) connection and return the answer, its
+/// body streaming from the connection, and the request's head (for a retry).
+pub(crate) async fn send(
+    to: ReturnTo,
+    addr: SocketAddr,
+    authority: &str,
+    connect_timeout: Duration,
+    req: crate::proxy::Req,
+) -> (Result<Response<Body>, Failure>, http::request::Parts) {
+    let (parts, mut body) = req.into_parts();
+    let result = send_parts(to, addr, authority, connect_timeout, &parts, &mut body).await;
+    (result, parts)
+}
+
+async fn send_parts(
+    to: ReturnTo,
+    addr: SocketAddr,
+    authority: &str,
+    connect_timeout: Duration,
+    parts: &http::request::Parts,
+    body: &mut ReqBody,
+) -> Result<Response<Body>, Failure> {
+    let head_request = parts.method == Method::HEAD;
+    let replayable = idempotent(&parts.method, &parts.headers);
+    let mut wire =
+        Vec::with_capacity(256 + body.size_hint().exact().unwrap_or(0).min(65536) as usize);
+    let stream = match body {
+        ReqBody::Empty => {
+            let framing = if announces_empty_body(&parts.method) {
+                ReqFraming::Length(0)
+            } else {
+                ReqFraming::None
+            };
+            encode_head(parts, &framing, authority, &mut wire);
+            None
+        }
+        ReqBody::Full(b) => {
+            let b = b.take().unwrap_or_default();
+            encode_head(
+                parts,
+                &ReqFraming::Length(b.len() as u64),
+                authority,
+                &mut wire,
+            );
+            wire.extend_from_slice(&b);
+            None
+        }
+        ReqBody::Stream(s) => {
+            let framing = match s.size_hint().exact() {
+                Some(n) => ReqFraming::Length(n),
+                None => ReqFraming::Chunked,
+            };
+            let chunked = matches!(framing, ReqFraming::Chunked);
+            encode_head(parts, &framing, authority, &mut wire);
+            Some(chunked)
+        }
+    };
+    loop {
+        let (mut conn, reused) = match to.pool.h1.checkout(to.idle_timeout) {
+            Some(c) => (c, true),
+            // Connecting is the rare path: boxed, so its future does not make every request's
+            // future larger.
+            None => (Box::pin(connect(addr, connect_timeout)).await?, false),
+        };
+        let result = exchange(
+            &mut conn,
+            &wire,
+            stream.map(|chunked| (&mut *body, chunked)),
+            head_request,
+        )
+        .await;
+        match result {
+            Ok(head) => {
+                let mut resp = Response::new(Body {
+                    conn: Some(conn),
+                    framing: head.framing,
+                    keep_alive: head.keep_alive,
+                    to: Some(to),
+                });
+                *resp.status_mut() = head.status;
+                *resp.version_mut() = Version::HTTP_11;
+                *resp.headers_mut() = head.headers;
+                if resp.body().is_end_stream() {
+                    resp.body_mut().finish();
+                }
+                return Ok(resp);
+            }
+            Err(e) => {
+                let again = reused
+                    && stream.is_none()
+                    && (e == ExchangeError::Unsent || (e == ExchangeError::NoAnswer && replayable));
+                if again {
+                    tracing::debug!(%addr, error = ?e, "stale keep-alive connection; sending on a new one");
+                    continue;
+                }
+                tracing::debug!(%addr, error = ?e, reused, "upstream exchange failed");
+                return Err(Failure::Reset);
+            }
+        }
+    }
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// Reading (and dropping) trailer lines up to the empty line.
+    Trailers,
+}
+
+/// How an answer body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the connection closes.
+    Close,
+    /// Ended.
+    Done,
+}
+
+/// An error reading an upstream answer body.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    /// The connection failed.
+    #[error("reading the upstream body: {0}")]
+    Io(#[from] io::Error),
+    /// The connection ended early.
+    #[error("the upstream closed the connection before the end of the body")]
+    Incomplete,
+    /// Bad chunked encoding.
+    #[error("malformed chunked encoding from the upstream")]
+    Chunked,
+}
+
+/// An upstream answer's body, read from its connection.
+pub(crate) struct Body {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    to: Option<ReturnTo>,
+}
+
+impl Body {
+    /// The body is over: the connection goes back to the pool when it can carry more.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let (Some(conn), Some(to)) = (self.conn.take(), self.to.take())
+            && self.keep_alive
+            && conn.rbuf.is_empty()
+        {
+            to.pool.h1.release(conn, to.idle_timeout);
+        }
+    }
+
+    fn fail(&mut self, e: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.framing = Framing::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    /// One CRLF-terminated line from the buffer (without its end), if whole.
+    fn take_line(conn: &mut Conn) -> Result<Option<BytesMut>, BodyError> {
+        match conn.rbuf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let mut line = conn.rbuf.split_to(i + 1);
+                line.truncate(i);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(i - 1);
+                }
+                Ok(Some(line))
+            }
+            None if conn.rbuf.len() > MAX_CHUNK_LINE => Err(BodyError::Chunked),
+            None => Ok(None),
+        }
+    }
+}
+
+fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+    let end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
+    let digits = std::str::from_utf8(&line[..end]).ok()?.trim();
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            // Data to hand out, with how much of the body it ends.
+            let step = match this.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
+                    if conn.rbuf.is_empty() {
+                        match ready!(conn.poll_fill(cx)) {
+                            Ok(0) => return this.fail(BodyError::Incomplete),
+                            Ok(_) => continue,
+                            Err(e) => return this.fail(e.into()),
+                        }
+                    }
+                    let n = (conn.rbuf.len() as u64).min(left);
+                    let data = conn.rbuf.split_to(n as usize).freeze();
+                    let left = left - n;
+                    this.framing = match this.framing {
+                        Framing::Length(_) => Framing::Length(left),
+                        _ if left == 0 => Framing::Chunked(Chunk::DataEnd),
+                        _ => Framing::Chunked(Chunk::Data(left)),
+                    };
+                    if this.framing == Framing::Length(0) {
+                        this.finish();
+                    }
+                    Some(data)
+                }
+                Framing::Close => {
+                    if conn.rbuf.is_empty() {
+                        match ready!(conn.poll_fill(cx)) {
+                            Ok(0) => {
+                                this.framing = Framing::Done;
+                                this.conn = None;
+                                return Poll::Ready(None);
+                            }
+                            Ok(_) => continue,
+                            Err(e) => return this.fail(e.into()),
+                        }
+                    }
+                    Some(conn.rbuf.split().freeze())
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if conn.rbuf.len() < 2 {
+                        // A lone "\n" is tolerated as the line end.
+                        if conn.rbuf.first() == Some(&b'\n') {
+                            conn.rbuf.advance(1);
+                            this.framing = Framing::Chunked(Chunk::Size);
+                            continue;
+                        }
+                        match ready!(conn.poll_fill(cx)) {
+                            Ok(0) => return this.fail(BodyError::Incomplete),
+                            Ok(_) => continue,
+                            Err(e) => return this.fail(e.into()),
+                        }
+                    }
+                    if &conn.rbuf[..2] == b"\r\n" {
+                        conn.rbuf.advance(2);
+                    } else if conn.rbuf[0] == b'\n' {
+                        conn.rbuf.advance(1);
+                    } else {
+                        return this.fail(BodyError::Chunked);
+                    }
+                    this.framing = Framing::Chunked(Chunk::Size);
+                    None
+                }
+                Framing::Chunked(state @ (Chunk::Size | Chunk::Trailers)) => {
+                    let line = match Body::take_line(conn) {
+                        Ok(Some(line)) => line,
+                        Ok(None) => match ready!(conn.poll_fill(cx)) {
+                            Ok(0) => return this.fail(BodyError::Incomplete),
+                            Ok(_) => continue,
+                            Err(e) => return this.fail(e.into()),
+                        },
+                        Err(e) => return this.fail(e),
+                    };
+                    if state == Chunk::Trailers {
+                        if line.is_empty() {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        continue;
+                    }
+                    match parse_chunk_size(&line) {
+                        Some(0) => this.framing = Framing::Chunked(Chunk::Trailers),
+                        Some(n) => this.framing = Framing::Chunked(Chunk::Data(n)),
+                        None => return this.fail(BodyError::Chunked),
+                    }
+                    None
+                }
+            };
+            match step {
+                Some(data) if !data.is_empty() => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                _ => continue,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+    use tokio::io::AsyncReadExt as _;
+    use tokio::net::TcpListener;
+
+    fn head(raw: &str, head_request: bool) -> Result<Option<Head>, ExchangeError> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        parse_head(&mut buf, head_request)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let cases: [(&str, bool, Framing, bool); 9] = [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                false,
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 5\r\n\r\n",
+                false,
+                Framing::Chunked(Chunk::Size),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                false,
+                Framing::Close,
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", false, Framing::Close, false),
+            (
+                "HTTP/1.1 204 No Content\r\n\r\n",
+                false,
+                Framing::Length(0),
+                true,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
+                false,
+                Framing::Length(0),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n",
+                true,
+                Framing::Length(0),
+                true,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n",
+                false,
+                Framing::Length(1),
+                false,
+            ),
+            (
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n",
+                false,
+                Framing::Length(2),
+                false,
+            ),
+        ];
+        for (raw, head_request, framing, keep_alive) in cases {
+            let h = head(raw, head_request).unwrap().unwrap();
+            assert_eq!((h.framing, h.keep_alive), (framing, keep_alive), "{raw:?}");
+        }
+        assert!(
+            head("HTTP/1.1 200 OK\r\ncontent-le", false)
+                .unwrap()
+                .is_none()
+        );
+        assert!(head("HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", false).is_err());
+        assert!(
+            head(
+                "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                false
+            )
+            .is_err()
+        );
+        assert!(head("garbage\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn interim_answers_are_skipped_without_recursion() {
+        let raw = "HTTP/1.1 100 Continue\r\n\r\n".repeat(5000)
+            + "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        let h = head(&raw, false).unwrap().unwrap();
+        assert_eq!(h.status, StatusCode::OK);
+    }
+
+    #[test]
+    fn request_heads_carry_this_hops_framing() {
+        let req = http::Request::post("http://x/a?b=c")
+            .header("host", "svc")
+            .header("content-length", "99")
+            .header("expect", "100-continue")
+            .header("x-a", "1")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        encode_head(&parts, &ReqFraming::Length(3), "ep:80", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /a?b=c HTTP/1.1\r\nhost: svc\r\nx-a: 1\r\ncontent-length: 3\r\n\r\n"
+        );
+        let (parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let mut out = Vec::new();
+        encode_head(&parts, &ReqFraming::None, "ep:80", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nhost: ep:80\r\n\r\n"
+        );
+    }
+
+    /// A raw upstream: answers each request (read up to the blank line) with the next canned
+    /// answer, on one connection; then closes.
+    async fn raw_upstream(answers: Vec<&'static [u8]>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            for a in answers {
+                loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..i + 4);
+                        break;
+                    }
+                    let mut b = [0u8; 1024];
+                    let n = s.read(&mut b).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&b[..n]);
+                }
+                s.write_all(a).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    fn get() -> crate::proxy::Req {
+        http::Request::get("/x")
+            .header("host", "svc")
+            .body(ReqBody::Empty)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn chunked_and_sized_bodies_reuse_the_connection() {
+        let addr = raw_upstream(vec![
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nt: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nwxyz",
+        ])
+        .await;
+        let state = std::sync::Arc::new(crate::table::EndpointState::default());
+        let to = || ReturnTo {
+            pool: state.clone(),
+            idle_timeout: Duration::from_secs(60),
+        };
+        let t = Duration::from_secs(1);
+        let resp = send(to(), addr, "ep", t, get()).await.0.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"abcde");
+        assert_eq!(state.h1.idle_count(), 1);
+        let resp = send(to(), addr, "ep", t, get()).await.0.unwrap();
+        assert_eq!(resp.headers()["content-length"], "4");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"wxyz");
+        assert_eq!(state.h1.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stale_pooled_connection_is_replaced_for_idempotent_requests() {
+        // The first upstream answers once and closes: its connection goes stale in the pool.
+        let addr = raw_upstream(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na"]).await;
+        let state = std::sync::Arc::new(crate::table::EndpointState::default());
+        let to = || ReturnTo {
+            pool: state.clone(),
+            idle_timeout: Duration::from_secs(60),
+        };
+        let t = Duration::from_secs(1);
+        let resp = send(to(), addr, "ep", t, get()).await.0.unwrap();
+        resp.into_body().collect().await.unwrap();
+        assert_eq!(state.h1.idle_count(), 1);
+        // Nothing listens any more: the stale connection is skipped, the new connection fails.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = send(to(), addr, "ep", t, get()).await.0;
+        assert!(
+            matches!(r, Err(Failure::Connect)),
+            "{:?}",
+            r.map(|r| r.status())
+        );
+        assert_eq!(state.h1.idle_count(), 0);
+    }
+
+    /// An upstream that closes every connection right after its first answer, without saying
+    /// so (`Connection: close` missing): the keep-alive race of a pod that shuts down.
+    async fn one_answer_per_connection() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut b = [0u8; 1024];
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn idempotent_requests_survive_upstreams_closing_idle_connections() {
+        let addr = one_answer_per_connection().await;
+        let state = std::sync::Arc::new(crate::table::EndpointState::default());
+        for i in 0..200 {
+            let to = ReturnTo {
+                pool: state.clone(),
+                idle_timeout: Duration::from_secs(60),
+            };
+            let resp = send(to, addr, "ep", Duration::from_secs(1), get())
+                .await
+                .0
+                .unwrap_or_else(|f| panic!("request {i}: {f:?}"));
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error_and_the_connection_is_not_reused() {
+        let addr = raw_upstream(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"]).await;
+        let state = std::sync::Arc::new(crate::table::EndpointState::default());
+        let to = ReturnTo {
+            pool: state.clone(),
+            idle_timeout: Duration::from_secs(60),
+        };
+        let resp = send(to, addr, "ep", Duration::from_secs(1), get())
+            .await
+            .0
+            .unwrap();
+        assert!(resp.into_body().collect().await.is_err());
+        assert_eq!(state.h1.idle_count(), 0);
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(parse_chunk_size(b"1a"), Some(26));
+        assert_eq!(parse_chunk_size(b"0;ext=1"), Some(0));
+        assert_eq!(parse_chunk_size(b""), None);
+        assert_eq!(parse_chunk_size(b"zz"), None);
+        assert_eq!(parse_chunk_size(b"ffffffffffffffffff"), None);
+    }
+}
