@@ -9,9 +9,13 @@
 //!   transaction per row) — the physical limit of a design that acknowledges only durable writes;
 //! - list latency of 10,000 pods.
 //!
+//! `aos-bench pods` measures pod start latency and node-agent memory per pod (see `pods.rs`).
+//!
 //! This is a benchmark, not a test: it asserts nothing, it prints numbers and ratios.
 
 #![forbid(unsafe_code)]
+
+mod pods;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,6 +33,9 @@ use serde_json::json;
 enum Cli {
     /// API server: start-up, RSS, create throughput and latency, list latency.
     Api(ApiArgs),
+    /// Node agent (root): pod start latency (create → Ready, 1 pod and a batch), where the time
+    /// goes, and memory per running pod.
+    Pods(pods::PodsArgs),
 }
 
 #[derive(Parser)]
@@ -51,13 +58,12 @@ struct ApiArgs {
 }
 
 fn main() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match Cli::parse() {
-        Cli::Api(args) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(api(args))
-        }
+        Cli::Api(args) => rt.block_on(api(args)),
+        Cli::Pods(args) => rt.block_on(pods::run(args)),
     }
 }
 

@@ -8,6 +8,9 @@ mod e2e {
     mod cli;
     mod durability;
     mod errors;
+    mod logs_top;
+    mod node;
     mod rollout;
     mod security;
+    mod traffic;
 }
