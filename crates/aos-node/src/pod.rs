@@ -337,12 +337,41 @@ impl PodWorker {
         if self.ctx.config.stop_pods_on_shutdown {
             let grace = self.grace().min(self.ctx.config.shutdown_grace_period);
             self.terminate_all(grace).await;
+            self.report_stopped().await;
             if let Err(e) = self.ctx.runtime.remove_sandbox(&self.uid).await {
                 tracing::warn!(pod = %self.uid, error = %e, "removing sandbox at shutdown");
             }
         } else {
             self.tracks.clear();
             self.ctx.runtime.detach(&self.uid).await;
+        }
+    }
+
+    /// Tell the API that the pod's containers no longer run (node shutdown), so that it does not
+    /// stay Ready in the Endpoints while the node is down. Best effort: the API may be gone.
+    async fn report_stopped(&mut self) {
+        let (Some(pod), Some(last)) = (self.pod.as_ref(), self.last_status.as_ref()) else {
+            return;
+        };
+        if pod.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        let st = status::stopped_status(last, self.ctx.clock.now());
+        let ns = pod.metadata.namespace.as_deref();
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let patch = Patch::Merge(json!({"status": st}));
+        let write = self
+            .ctx
+            .cluster
+            .patch(&PODS, ns, name, &patch, Some("status"));
+        match tokio::time::timeout(Duration::from_secs(2), write).await {
+            Ok(Ok(_)) => self.last_status = Some(st),
+            Ok(Err(e)) => {
+                tracing::debug!(pod = %pod_ref(pod), error = %e, "reporting stopped containers")
+            }
+            Err(_) => {
+                tracing::debug!(pod = %pod_ref(pod), "reporting stopped containers: no answer")
+            }
         }
     }
 

@@ -245,6 +245,43 @@ pub fn qos_class(containers: &[Container], init: &[Container]) -> &'static str {
     }
 }
 
+/// The status of a pod whose containers the agent stopped because the node shut down, made
+/// from the last status it reported: no container is ready or running any more, so the
+/// Endpoints drop the pod at once, and the agent's next start restarts its containers (as a
+/// kubelet does after a node reboot). The phase stays: the pod is not finished.
+pub fn stopped_status(last: &Value, now: jiff::Timestamp) -> Value {
+    let now_s = format_time(now);
+    let mut st = last.clone();
+    if let Some(conds) = st.get_mut("conditions").and_then(Value::as_array_mut) {
+        for c in conds.iter_mut() {
+            if (c["type"] == "Ready" || c["type"] == "ContainersReady") && c["status"] != "False" {
+                c["status"] = json!("False");
+                c["reason"] = json!("NodeShutdown");
+                c["lastTransitionTime"] = json!(now_s);
+            }
+        }
+    }
+    for key in ["containerStatuses", "initContainerStatuses"] {
+        let Some(list) = st.get_mut(key).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for cs in list.iter_mut() {
+            cs["ready"] = json!(false);
+            if let Some(running) = cs.pointer("/state/running").cloned() {
+                cs["started"] = json!(false);
+                cs["state"] = json!({"terminated": {
+                    "exitCode": 143,
+                    "reason": "NodeShutdown",
+                    "message": "the node agent stopped the container as the node shut down",
+                    "startedAt": running.get("startedAt").cloned().unwrap_or(Value::Null),
+                    "finishedAt": now_s,
+                }});
+            }
+        }
+    }
+    st
+}
+
 fn condition(old: &[Value], type_: &str, status: bool, reason: Option<&str>, now: &str) -> Value {
     let status_s = if status { "True" } else { "False" };
     let prev = old.iter().find(|c| c["type"] == type_);
@@ -510,6 +547,44 @@ mod tests {
             qos_class(&[g], &[e]),
             "Burstable",
             "an init container counts"
+        );
+    }
+
+    #[test]
+    fn stopped_status_is_not_ready_and_terminated() {
+        let last = json!({
+            "phase": "Running",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z"},
+                {"type": "Ready", "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z"},
+                {"type": "ContainersReady", "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z"},
+            ],
+            "containerStatuses": [{"name": "app", "ready": true, "started": true, "restartCount": 2,
+                "state": {"running": {"startedAt": "2020-01-01T00:00:01Z"}}}],
+        });
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let st = stopped_status(&last, now);
+        assert_eq!(st["phase"], "Running");
+        let cond = |t: &str| {
+            st["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == t)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(cond("Ready")["status"], "False");
+        assert_eq!(cond("Ready")["reason"], "NodeShutdown");
+        assert_eq!(cond("ContainersReady")["status"], "False");
+        assert_eq!(cond("PodScheduled")["status"], "True");
+        let cs = &st["containerStatuses"][0];
+        assert_eq!(cs["ready"], false);
+        assert_eq!(cs["restartCount"], 2);
+        assert_eq!(cs["state"]["terminated"]["reason"], "NodeShutdown");
+        assert_eq!(
+            cs["state"]["terminated"]["startedAt"],
+            "2020-01-01T00:00:01Z"
         );
     }
 

@@ -56,6 +56,23 @@ fn check_path(path: &str) -> Result<&str, CgroupError> {
 /// The controllers aos configures on cgroup v1, each its own hierarchy.
 const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids"];
 
+/// The other v1 hierarchies libcontainer places a container's cgroup in (it creates the
+/// container's path, and so the pod's, in every subsystem it manages, but removes only the
+/// container's leaf). Combined mounts such as `net_cls,net_prio` are reached through their
+/// per-controller symlinks; a hierarchy the machine lacks is simply not found.
+const V1_OTHER_HIERARCHIES: &[&str] = &[
+    "blkio",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "rdma",
+    "misc",
+];
+
 /// A pod's parent cgroup, holding the per-pod pids limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodCgroup {
@@ -131,10 +148,17 @@ impl PodCgroup {
         Ok(())
     }
 
-    /// Remove the cgroup (its container cgroups must be gone: libcontainer removes them).
+    /// Remove the cgroup (its container cgroups must be gone: libcontainer removes them), on v1
+    /// in every hierarchy, not only in those aos configures.
     pub fn remove(&self, host: &dyn Host) -> Result<(), CgroupError> {
         for d in self.dirs() {
             host.remove_dir(&d)?;
+        }
+        if self.version == CgroupVersion::V1 {
+            let rel = self.path.trim_start_matches('/');
+            for h in V1_OTHER_HIERARCHIES {
+                host.remove_dir(&self.root.join(h).join(rel))?;
+            }
         }
         Ok(())
     }
@@ -208,6 +232,13 @@ mod tests {
             host.calls()
                 .contains(&Call::RemoveDir("/cg/memory/aos/pod-a".into()))
         );
+        // libcontainer put the pod's path in every hierarchy: it goes from all of them.
+        for h in ["freezer", "devices", "cpuset", "blkio"] {
+            assert!(
+                host.calls()
+                    .contains(&Call::RemoveDir(format!("/cg/{h}/aos/pod-a").into()))
+            );
+        }
     }
 
     #[test]

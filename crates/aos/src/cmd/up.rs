@@ -124,10 +124,14 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
         None => crate::paths::default_data_dir()?,
     };
     create_private_dir(&data_dir)?;
+    // `cancel` is the stop request (a signal or a failed component). The node agent stops on it
+    // first; the API server, controllers and gateway (`platform`) only after the agent is done,
+    // so that it can still report its pods' last status through the API.
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signals(cancel.clone()));
+    let platform = CancellationToken::new();
 
-    let store = open_store(&data_dir, &cancel)?;
+    let store = open_store(&data_dir, &platform)?;
     let server = ApiServer::bind(
         Config {
             listen: args.api_listen,
@@ -142,7 +146,7 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
     let kubeconfig = server.kubeconfig_path().to_path_buf();
 
     let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
-    let serve_cancel = cancel.clone();
+    let serve_cancel = platform.clone();
     tasks.spawn(async move {
         (
             "api server",
@@ -155,7 +159,7 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
 
     let client = crate::cmd::client_from(&kubeconfig)?;
     let controller_client = client.clone();
-    let controller_cancel = cancel.clone();
+    let controller_cancel = platform.clone();
     tasks.spawn(async move {
         let result = aos_controller::run_all(controller_client, controller_cancel)
             .await
@@ -167,7 +171,7 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
         let gateway =
             crate::cmd::gateway::bind(args.gateway_listen, args.gateway_admin_listen).await?;
         let gateway_client = client.clone();
-        let gateway_cancel = cancel.clone();
+        let gateway_cancel = platform.clone();
         tasks.spawn(async move {
             let source = aos_gateway::ApiSource::new(gateway_client);
             let result = gateway
@@ -178,6 +182,7 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
         });
     }
 
+    let mut agent_task: Option<tokio::task::JoinHandle<()>> = None;
     let run_agent = mode == Mode::All && !args.no_agent;
     if run_agent && !nix::unistd::geteuid().is_root() {
         warn!(
@@ -197,10 +202,7 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
             .saturating_sub(Duration::from_secs(3))
             .max(Duration::from_secs(1));
         let agent = super::agent::start(config, client.clone(), cancel.clone())?;
-        tasks.spawn(async move {
-            agent.await;
-            ("node agent", Ok(()))
-        });
+        agent_task = Some(tokio::spawn(agent));
     }
 
     wait_ready(&client, &cancel).await?;
@@ -242,9 +244,28 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
             failure = Some(anyhow::anyhow!("{name} stopped unexpectedly"));
             cancel.cancel();
         }
+        Some(joined) = maybe_join(&mut agent_task) => {
+            if let Err(e) = joined {
+                error!(component = "node agent", error = %e, "failed");
+            } else {
+                error!(component = "node agent", "stopped unexpectedly");
+            }
+            failure = Some(anyhow::anyhow!("node agent stopped unexpectedly"));
+            cancel.cancel();
+        }
     }
     info!(grace = ?args.shutdown_grace, "shutting down");
-    let drained = tokio::time::timeout(args.shutdown_grace, async {
+    let deadline = tokio::time::Instant::now() + args.shutdown_grace;
+    cancel.cancel();
+    if let Some(agent) = agent_task.take() {
+        match tokio::time::timeout_at(deadline, agent).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(component = "node agent", error = %e, "error while stopping"),
+            Err(_) => warn!("the node agent did not stop within the grace period"),
+        }
+    }
+    platform.cancel();
+    let drained = tokio::time::timeout_at(deadline, async {
         while let Some(joined) = tasks.join_next().await {
             let (name, result) = flatten(joined);
             if let Err(e) = result {
@@ -259,6 +280,20 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
     }
     info!("aos stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// The agent's end, if it runs (else never).
+async fn maybe_join(
+    task: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Option<Result<(), tokio::task::JoinError>> {
+    match task {
+        Some(t) => {
+            let r = t.await;
+            *task = None;
+            Some(r)
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn flatten(
