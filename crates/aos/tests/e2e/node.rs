@@ -289,7 +289,10 @@ async fn seed_deployment_runs_hardened_restarts_and_survives_aos_restart() {
         assert_hardened(pid);
         // The name the leak checks look for is the one the agent uses.
         let veth = host_veth_name(uid);
-        assert!(link_exists(&veth), "veth {veth} of running pod {uid} not found");
+        assert!(
+            link_exists(&veth),
+            "veth {veth} of running pod {uid} not found"
+        );
         let ip = str_at(pod, "/status/podIP");
         let addr = format!("{ip}:3000").parse().expect("pod IP");
         let health = http_get(addr, ip, "/health").await.expect("GET /health");
