@@ -25,7 +25,12 @@
 # nginx within one run (the ratios printed at the end), and repeat (RUNS=3 repeats the whole
 # comparison and prints every run's ratios).
 #
+# CPU per request: the proxy's utime + stime (/proc/PID/stat) over the measured wrk run, divided
+# by the requests wrk completed; steadier under noise than requests/s, since time other
+# processes take from the proxy's CPU is not counted.
+#
 # Usage: bench/gateway/run.sh            (DURATION=10s CONNS=64 WARMUP=3s RUNS=1 by default)
+#        WITH_HAPROXY=0                  skip haproxy (aos against nginx only)
 # Env:   AOS_GATEWAY_BENCH_BIN=path      use a prebuilt gateway_bench instead of building it
 #        CARGO_TARGET_DIR                where cargo builds
 set -euo pipefail
@@ -36,6 +41,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 CONNS=${CONNS:-64}
 RUNS=${RUNS:-1}
+WITH_HAPROXY=${WITH_HAPROXY:-1}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 UP_PORT=18000 AOS_PORT=18080 AOS_ADMIN=18901 NGINX_PORT=18081 HAPROXY_PORT=18082
@@ -226,6 +232,13 @@ to_ms() {
     printf "%.3f", n }'
 }
 
+# utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat; the command
+# name in field 2 has no spaces for the proxies measured here).
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
 measure() {
   local name=$1 port=$2 pid=$3 host=$4
   wait_port "$port"
@@ -236,10 +249,16 @@ measure() {
      awk '/VmRSS/ {print $2}' "/proc/$rpid/status" 2>/dev/null; sleep 0.2
    done) >"$W/$name.rss" &
   sampler=$!
+  local cpu0 cpu1 nreq
+  cpu0=$(cpu_ticks "$rpid")
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -H "Host: $host" "http://127.0.0.1:$port/index.html")
+  cpu1=$(cpu_ticks "$rpid")
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
   echo "$out" >"$W/$name.wrk"
+  nreq=$(awk '/requests in/ {print $1}' <<<"$out")
+  local us_req
+  us_req=$(awk -v t="$((cpu1 - cpu0))" -v hz="$CLK_TCK" -v n="$nreq" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')
   local rps p50 p99 non2xx
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
@@ -247,7 +266,7 @@ measure() {
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   peak_kb=$(sort -n "$W/$name.rss" | tail -1)
   rss_kb=${peak_kb:-0}
-  RESULTS+=("$name $rps $p50 $p99 $rss_kb ${non2xx:-0}")
+  RESULTS+=("$name $rps $p50 $p99 $rss_kb ${non2xx:-0} $us_req")
 }
 
 run_once() {
@@ -270,25 +289,27 @@ measure nginx $NGINX_PORT $NGINX_PID $HOST_HEADER
 kill $NGINX_PID; wait $NGINX_PID 2>/dev/null || true
 
 # haproxy
+if ((WITH_HAPROXY)); then
 taskset -c "$PROXY_CPU" "$HAPROXY" -f "$W/haproxy.cfg" -db 2>"$W/haproxy.log" &
 HAPROXY_PID=$!
 PIDS+=($HAPROXY_PID)
 measure haproxy $HAPROXY_PORT $HAPROXY_PID $HOST_HEADER
 kill $HAPROXY_PID; wait $HAPROXY_PID 2>/dev/null || true
+fi
 
 echo
 echo "wrk -t1 -c$CONNS -d$DURATION; proxy on CPU $PROXY_CPU, wrk + upstream on CPU $LOAD_CPU"
-printf '%-8s %12s %9s %9s %9s %8s\n' proxy 'requests/s' 'p50 ms' 'p99 ms' 'RSS MB' 'non-2xx'
+printf '%-8s %12s %9s %9s %9s %8s %10s\n' proxy 'requests/s' 'p50 ms' 'p99 ms' 'RSS MB' 'non-2xx' 'CPU us/req'
 for r in "${RESULTS[@]}"; do
-  read -r name rps p50 p99 rss non2xx <<<"$r"
-  printf '%-8s %12.0f %9.3f %9.3f %9.1f %8s\n' "$name" "$rps" "$p50" "$p99" "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$non2xx"
+  read -r name rps p50 p99 rss non2xx us_req <<<"$r"
+  printf '%-8s %12.0f %9.3f %9.3f %9.1f %8s %10s\n' "$name" "$rps" "$p50" "$p99" "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$non2xx" "$us_req"
 done
 for a in 0 1; do
-  read -r a_name a_rps a_p50 a_p99 _ _ <<<"${RESULTS[$a]}"
-  for i in 2 3; do
-    read -r name rps p50 p99 _ _ <<<"${RESULTS[$i]}"
-    awk -v an="$a_name" -v n="$name" -v ar="$a_rps" -v r="$rps" -v a50="$a_p50" -v b50="$p50" -v a99="$a_p99" -v b99="$p99" \
-      'BEGIN { printf "%-8s/%-8s throughput %.2fx   p50 %.2fx   p99 %.2fx\n", an, n, ar / r, a50 / b50, a99 / b99 }'
+  read -r a_name a_rps a_p50 a_p99 _ _ a_us <<<"${RESULTS[$a]}"
+  for ((i = 2; i < ${#RESULTS[@]}; i++)); do
+    read -r name rps p50 p99 _ _ us <<<"${RESULTS[$i]}"
+    awk -v an="$a_name" -v n="$name" -v ar="$a_rps" -v r="$rps" -v a50="$a_p50" -v b50="$p50" -v a99="$a_p99" -v b99="$p99" -v au="$a_us" -v u="$us" \
+      'BEGIN { printf "%-8s/%-8s throughput %.2fx   p50 %.2fx   p99 %.2fx   CPU/request %.2fx\n", an, n, ar / r, a50 / b50, a99 / b99, u ? au / u : 0 }'
   done
 done
 a_rss=$(for a in 0 1; do read -r _ _ _ _ rss _ <<<"${RESULTS[$a]}"; echo "$rss"; done | sort -n | tail -1)

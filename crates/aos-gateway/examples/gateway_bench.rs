@@ -14,6 +14,11 @@ use std::path::PathBuf;
 use aos_gateway::{GatewayConfig, Snapshot, StaticSource};
 use tokio_util::sync::CancellationToken;
 
+// The allocator of the `aos` binary (crates/aos/src/main.rs), so that the benchmark measures
+// the gateway as `aos` runs it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     config: PathBuf,
     listen: SocketAddr,

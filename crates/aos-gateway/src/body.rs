@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::conns::RequestActive;
 use crate::proxy::{H1Body, H1BodyError};
 use crate::table::{ClusterState, EndpointState};
 
@@ -92,6 +93,8 @@ impl Drop for InflightGuard {
 pub(crate) struct RespBody {
     kind: RespKind,
     guard: Option<InflightGuard>,
+    /// Keeps the client connection busy (no idle timeout) until the body ends.
+    busy: Option<RequestActive>,
 }
 
 enum RespKind {
@@ -120,6 +123,7 @@ impl RespBody {
         RespBody {
             kind: RespKind::Full((!b.is_empty()).then_some(b)),
             guard: None,
+            busy: None,
         }
     }
 
@@ -128,6 +132,7 @@ impl RespBody {
         RespBody {
             kind: RespKind::Stream(b),
             guard: None,
+            busy: None,
         }
     }
 
@@ -136,6 +141,14 @@ impl RespBody {
         RespBody {
             kind: RespKind::H1(b),
             guard: None,
+            busy: None,
+        }
+    }
+
+    /// Keep the client connection busy until the body ends (at once if it has ended).
+    pub(crate) fn hold(&mut self, busy: RequestActive) {
+        if !self.is_end_stream() {
+            self.busy = Some(busy);
         }
     }
 
@@ -165,6 +178,7 @@ impl RespBody {
     /// The body ended: release the guard.
     fn finish(&mut self) {
         self.guard = None;
+        self.busy = None;
     }
 }
 
@@ -188,7 +202,7 @@ impl Body for RespBody {
         };
         match &r {
             Poll::Ready(None) => this.finish(),
-            Poll::Ready(Some(Err(_))) => this.guard = None,
+            Poll::Ready(Some(Err(_))) => this.finish(),
             Poll::Ready(Some(Ok(_))) if this.is_end_stream() => this.finish(),
             _ => {}
         }

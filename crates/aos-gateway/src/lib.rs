@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod conns;
 mod duration;
 mod error;
 pub mod matcher;

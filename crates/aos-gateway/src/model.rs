@@ -14,9 +14,20 @@ use serde::Deserialize;
 pub(crate) struct ObjectMeta {
     pub name: String,
     pub namespace: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
     pub creation_timestamp: Option<String>,
+    #[serde(deserialize_with = "null_as_default")]
     pub owner_references: Vec<OwnerReference>,
+}
+
+/// Read an explicit JSON `null` as the empty value, as Go's decoder does for lists and maps.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -145,5 +156,19 @@ impl Meta for k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             .and_then(|t| serde_json::to_value(t).ok())
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_lists_and_maps_read_as_empty() {
+        let m: ObjectMeta = serde_json::from_value(serde_json::json!({
+            "name": "p", "labels": null, "ownerReferences": null,
+        }))
+        .unwrap();
+        assert!(m.labels.is_empty() && m.owner_references.is_empty());
     }
 }

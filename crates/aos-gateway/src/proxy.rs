@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 
 use crate::body::{ReqBody, RespBody};
+use crate::conns::ConnState;
 use crate::metrics::RequestSeries;
 use crate::server::Shared;
 use crate::table::{Cluster, Route};
@@ -172,6 +173,7 @@ pub(crate) fn failure_reply(failure: Failure) -> Resp {
 pub(crate) fn stack(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    conn: Arc<ConnState>,
 ) -> impl Service<Request<Incoming>, Response = Resp, Error = Infallible, Future: Send + 'static>
 + Clone
 + Send
@@ -180,7 +182,8 @@ pub(crate) fn stack(
         // The client's body is passed on as a stream (buffered only by the retry layer).
         .map_request(|r: Request<Incoming>| r.map(ReqBody::from_incoming))
         // Metrics: active requests; count and duration per served endpoint, code and `retried`.
-        .layer(observe::ObserveLayer::new(shared.clone()))
+        // The connection's idle timeout stops from the request's head to its response's end.
+        .layer(observe::ObserveLayer::new(shared.clone(), conn))
         // Router: Host → virtual host → first matching route of the current table snapshot
         // (404 when none); redirects and direct responses; weighted destination; rewrites and
         // header operations; x-forwarded-for.

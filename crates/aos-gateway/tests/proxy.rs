@@ -747,3 +747,47 @@ async fn request_bodies_reach_the_upstream_whole() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn idle_client_connections_are_closed_but_not_while_a_request_is_in_flight() {
+    let a = Upstream::start("a", slow(Duration::from_millis(2200))).await;
+    let gw = TestGateway::start_with(
+        seed_like(&[&a], simple_route(json!({}))),
+        aos_gateway::GatewayConfig {
+            idle_timeout_seconds: 1,
+            ..aos_gateway::GatewayConfig::default()
+        },
+    )
+    .await;
+    let started = Instant::now();
+    // A connection that never sends a request.
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // A connection whose request takes longer than the idle timeout.
+    let mut busy = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    busy.write_all(
+        format!("GET /api/v1/agent-registry HTTP/1.1\r\nhost: {HOST}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf))
+        .await
+        .expect("the idle connection is closed")
+        .unwrap();
+    assert_eq!(n, 0);
+    let idle_for = started.elapsed();
+    assert!(
+        idle_for >= Duration::from_secs(1),
+        "closed after {idle_for:?}"
+    );
+    // The slow answer arrives whole, then its connection idles out in turn.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(8), busy.read_to_end(&mut answer))
+        .await
+        .expect("the busy connection is closed once idle")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("a GET /api/v1/agent-registry"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(3200));
+}

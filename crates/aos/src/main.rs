@@ -18,11 +18,27 @@ mod paths;
 
 use std::process::ExitCode;
 
+// mimalloc: the gateway's request path allocates ~17 small objects per request; mimalloc
+// takes ~1.5 µs per request (~9% of the proxy's CPU in bench/gateway) less than glibc's malloc.
+// Built without huge pages for its regions (workspace Cargo.toml): idle RSS stays ~21-23 MiB.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // The per-pod shim forks containers, so it must start before anything creates threads
     // (a tokio runtime): dispatch it first, outside clap and the command tree.
     let mut args = std::env::args();
     if args.nth(1).as_deref() == Some("shim") {
+        // The shim's stderr is the pod's `shim.log`. The fmt subscriber writes synchronously
+        // and starts no thread.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .init();
         return aos_node::shim_main(args.collect());
     }
     cmd::main()

@@ -9,16 +9,18 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::{Next, ProxyFuture, Req, Resp, Served};
+use crate::conns::ConnState;
 use crate::server::Shared;
 
 #[derive(Clone)]
 pub(crate) struct ObserveLayer {
     shared: Arc<Shared>,
+    conn: Arc<ConnState>,
 }
 
 impl ObserveLayer {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        ObserveLayer { shared }
+    pub(crate) fn new(shared: Arc<Shared>, conn: Arc<ConnState>) -> Self {
+        ObserveLayer { shared, conn }
     }
 }
 
@@ -28,6 +30,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
         Observe {
             inner,
             shared: self.shared.clone(),
+            conn: self.conn.clone(),
         }
     }
 }
@@ -36,6 +39,8 @@ impl<S> tower::Layer<S> for ObserveLayer {
 pub(crate) struct Observe<S> {
     inner: S,
     shared: Arc<Shared>,
+    /// The client connection: busy (no idle timeout) until the response body ends.
+    conn: Arc<ConnState>,
 }
 
 /// Decrements the active-request gauge when the request ends, however it ends.
@@ -60,9 +65,10 @@ impl<S: Next> Service<Req> for Observe<S> {
         let start = Instant::now();
         self.shared.metrics.active.fetch_add(1, Ordering::Relaxed);
         let active = Active(self.shared.clone());
+        let busy = self.conn.begin();
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let resp = fut.await?;
+            let mut resp = fut.await?;
             let now = Instant::now();
             let code = resp.status().as_u16();
             match resp.extensions().get::<Served>() {
@@ -70,6 +76,7 @@ impl<S: Next> Service<Req> for Observe<S> {
                 None => active.0.unknown.record(code, false, now - start, now),
             }
             drop(active);
+            resp.body_mut().hold(busy);
             Ok(resp)
         })
     }

@@ -196,11 +196,22 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(snap: Snapshot) -> TestGateway {
+        Self::start_with(
+            snap,
+            GatewayConfig {
+                drain_grace_seconds: 5,
+                ..GatewayConfig::default()
+            },
+        )
+        .await
+    }
+
+    /// Start with `config`, on free ports.
+    pub async fn start_with(snap: Snapshot, config: GatewayConfig) -> TestGateway {
         let config = GatewayConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
-            drain_grace_seconds: 5,
-            ..GatewayConfig::default()
+            ..config
         };
         let gw = Gateway::bind(config).await.unwrap();
         let (addr, admin, handle) = (gw.local_addr(), gw.admin_addr(), gw.handle());
