@@ -4,8 +4,10 @@
 //! store (Secrets sealed at rest, key in `DATA_DIR/secrets.key`), its background compactor,
 //! the API server (which writes `DATA_DIR/kubeconfig.yaml`), and the controllers, which talk
 //! to the API server over loopback HTTPS with that kubeconfig exactly as a controller on
-//! another machine would. One `CancellationToken` stops everything: SIGINT or SIGTERM
-//! cancels it, the tasks drain within the grace period, and a second signal exits at once.
+//! another machine would; with `aos up`, also the gateway and the node agent. SIGINT or SIGTERM
+//! (or a failed component) cancels the stop token: the node agent stops its pods and reports
+//! them first, then the API server, controllers and gateway drain, all within one grace
+//! period; a second signal exits at once.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
