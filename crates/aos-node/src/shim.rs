@@ -176,6 +176,27 @@ struct Shim {
     exit: bool,
 }
 
+/// Install the shim's log subscriber: its stderr (the pod's `shim.log`), through a duplicate
+/// of the descriptor made close-on-exec. A container's init is forked from the shim and
+/// points fd 2 at the container's log before it execs; writing through the duplicate keeps
+/// libcontainer's messages from that process out of the container's own log. `RUST_LOG`
+/// overrides the filter (default `info`, libcontainer's chatter only from `error`).
+pub fn init_shim_logging() {
+    use std::os::fd::AsFd as _;
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libcontainer=error"));
+    // The fmt subscriber writes synchronously and starts no thread: the shim stays
+    // single-threaded.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(std::fs::File::from(fd)))
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init();
+}
+
 /// The shim's entry point: `args` are the arguments after the program (and after `shim` for
 /// the `aos` binary): the path of the [`ShimConfig`] JSON.
 pub fn shim_main(args: Vec<String>) -> ExitCode {

@@ -29,16 +29,7 @@ fn main() -> ExitCode {
     // (a tokio runtime): dispatch it first, outside clap and the command tree.
     let mut args = std::env::args();
     if args.nth(1).as_deref() == Some("shim") {
-        // The shim's stderr is the pod's `shim.log`. The fmt subscriber writes synchronously
-        // and starts no thread.
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .init();
+        aos_node::shim::init_shim_logging();
         return aos_node::shim_main(args.collect());
     }
     cmd::main()

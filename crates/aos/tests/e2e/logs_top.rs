@@ -121,9 +121,21 @@ async fn logs_and_top_of_a_real_pod() {
 
     // The whole log, the last line, with timestamps.
     let want = "line 1\nline 2\nline 3\n";
+    let last = std::sync::Mutex::new(String::new());
     eventually("aos logs talker", Duration::from_secs(20), || async {
         let run = aos.aos(&["logs", "talker"]);
-        (run.code == 0 && run.stdout == want).then_some(())
+        let ok = run.code == 0 && run.stdout == want;
+        let seen = format!(
+            "exit {}, stdout {:?}, stderr {:?}",
+            run.code, run.stdout, run.stderr
+        );
+        let mut last = last.lock().unwrap();
+        if !ok && *last != seen {
+            // Printed once per change: the reason if this times out.
+            eprintln!("aos logs talker: {seen}");
+            *last = seen;
+        }
+        ok.then_some(())
     })
     .await;
     assert_eq!(
