@@ -220,9 +220,11 @@ async fn exec_probes_hooks_and_init_containers() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = Instant::now();
     node.runtime.containers(&uid).await.unwrap();
+    // The shim answers while the exec runs: before the exec's 700 ms timeout ends it. (Not a
+    // fixed latency: starting the exec may hold the shim for a moment on a loaded machine.)
     assert!(
-        t.elapsed() < Duration::from_millis(300),
-        "list took {:?} while an exec ran",
+        !slow.is_finished(),
+        "list answered only after the exec ended ({:?})",
         t.elapsed()
     );
     let (r, took) = slow.await.unwrap();
