@@ -39,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiServerError;
+pub use nodeproxy::PinVerifier;
 
 /// Where and how to serve.
 #[derive(Clone, Debug)]

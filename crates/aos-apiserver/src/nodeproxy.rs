@@ -270,14 +270,32 @@ impl NodeTarget {
     }
 }
 
-/// Accepts exactly the pinned end-entity certificate; checks handshake signatures
-/// with the provider's algorithms. Remembers the digest of a refused certificate so
-/// the caller can say what was presented.
+/// A TLS server-certificate verifier that accepts exactly the end-entity certificate whose
+/// SHA-256 digest it was given (the node agent's self-signed serving certificate, pinned in its
+/// Node's `node.aos.dev/serving-cert-sha256` annotation), and checks handshake signatures with
+/// the provider's algorithms. It remembers the digest of a refused certificate, so that the
+/// caller can say what was presented.
 #[derive(Debug)]
-struct PinVerifier {
+pub struct PinVerifier {
     pin: [u8; 32],
     provider: Arc<CryptoProvider>,
     refused: Mutex<Option<[u8; 32]>>,
+}
+
+impl PinVerifier {
+    /// A verifier for the certificate whose SHA-256 digest is `pin`.
+    pub fn new(pin: [u8; 32], provider: Arc<CryptoProvider>) -> Self {
+        PinVerifier {
+            pin,
+            provider,
+            refused: Mutex::new(None),
+        }
+    }
+
+    /// The digest of the last certificate refused, if any.
+    pub fn refused(&self) -> Option<[u8; 32]> {
+        self.refused.lock().ok().and_then(|r| *r)
+    }
 }
 
 impl ServerCertVerifier for PinVerifier {
@@ -410,11 +428,7 @@ impl NodeClient {
 
     /// A new TLS connection to `node`, its driver spawned.
     async fn connect(&self, node: &NodeTarget) -> Result<Sender, NodeError> {
-        let verifier = Arc::new(PinVerifier {
-            pin: node.pin,
-            provider: self.provider.clone(),
-            refused: Mutex::new(None),
-        });
+        let verifier = Arc::new(PinVerifier::new(node.pin, self.provider.clone()));
         let tls_error = |e: rustls::Error| NodeError::Unreachable {
             node: node.name.clone(),
             addr: node.addr,
@@ -445,7 +459,7 @@ impl NodeClient {
             Err(_) => return Err(timeout()),
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                let refused = verifier.refused.lock().ok().and_then(|r| *r);
+                let refused = verifier.refused();
                 return Err(match refused {
                     Some(got) => NodeError::PinMismatch {
                         node: node.name.clone(),

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aos_apiserver::PinVerifier;
 use aos_controller::cluster::Cluster;
 use aos_controller::cluster::fake::FakeCluster;
 use aos_node::agent::RunningPods;
@@ -33,8 +34,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -92,62 +92,12 @@ fn client_cert(ca: &Ca, cn: &str) -> ClientCert {
     }
 }
 
-/// Trusts exactly the server certificate whose SHA-256 it was given, as the API server does.
-#[derive(Debug)]
-struct Pin {
-    sha256: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pin {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if cert_sha256(end_entity) == self.sha256 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("pin mismatch".into()))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+/// A hex SHA-256 pin as the verifier takes it.
+fn pin_bytes(hex_pin: &str) -> [u8; 32] {
+    hex::decode(hex_pin)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .expect("a SHA-256 pin is 64 hex digits")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -178,10 +128,7 @@ async fn connect(
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pin {
-            sha256: pin.to_owned(),
-            provider,
-        }));
+        .with_custom_certificate_verifier(Arc::new(PinVerifier::new(pin_bytes(pin), provider)));
     let config = match cert {
         Some(c) => builder
             .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
