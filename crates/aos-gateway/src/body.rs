@@ -78,14 +78,21 @@ pub(crate) struct InflightGuard {
     pub permit: Option<OwnedSemaphorePermit>,
 }
 
+impl InflightGuard {
+    /// Give the cluster's request slot back now.
+    pub(crate) fn release_cluster(&mut self) {
+        if let Some(c) = self.cluster.take() {
+            c.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         if let Some(ep) = self.endpoint.take() {
             ep.active.fetch_sub(1, Ordering::Relaxed);
         }
-        if let Some(c) = self.cluster.take() {
-            c.in_flight.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.release_cluster();
     }
 }
 
@@ -152,22 +159,9 @@ impl RespBody {
         }
     }
 
-    /// Merge a guard into the body's guard: released with the body.
-    pub(crate) fn attach(&mut self, mut g: InflightGuard) {
-        match &mut self.guard {
-            Some(cur) => {
-                if g.endpoint.is_some() {
-                    cur.endpoint = g.endpoint.take();
-                }
-                if g.cluster.is_some() {
-                    cur.cluster = g.cluster.take();
-                }
-                if g.permit.is_some() {
-                    cur.permit = g.permit.take();
-                }
-            }
-            None => self.guard = Some(g),
-        }
+    /// Hold `g` until the body ends (or is dropped).
+    pub(crate) fn attach(&mut self, g: InflightGuard) {
+        self.guard = Some(g);
         if self.is_end_stream() {
             self.finish();
         }

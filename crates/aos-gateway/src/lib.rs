@@ -11,8 +11,9 @@
 //! - [`plan::compile`] turns a snapshot into a [`plan::Plan`] — a pure function with table tests;
 //! - the plan gets its runtime state (endpoint load, ejections, pool limits, metric handles) and
 //!   is swapped in atomically: in-flight requests finish on the table they started with;
-//! - each request goes through a tower stack: metrics → route → CORS → fault → timeout →
-//!   retry → load balance → connection pool → upstream client.
+//! - each request is one future that runs metrics → route → CORS → fault → timeout → retry →
+//!   (per try) load balance → connection pool → upstream client, handing plain values from one
+//!   step to the next (see the `proxy` module).
 //!
 //! Entry points: [`run`], or [`Gateway::bind`] + [`Gateway::serve`] to learn the bound
 //! addresses first, and [`GatewayHandle`] for readiness and the per-pod request rates the
@@ -25,6 +26,8 @@ mod body;
 mod conns;
 mod duration;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod matcher;
 mod metrics;
 mod model;

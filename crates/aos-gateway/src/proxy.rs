@@ -1,87 +1,61 @@
-//! The request path: a tower stack, one layer per concern (see [`stack`]).
+//! The request path: one future per request that runs each concern in turn.
 //!
-//! Layers pass the matched route down in the request's extensions ([`RouteCtx`]) and report
-//! back up in the response's extensions ([`Served`]: which endpoint answered, whether the
-//! request was retried, which local failure produced the answer). Every layer's error type is
-//! `Infallible`: a failure is an HTTP answer (as Envoy gives one), never a dropped connection.
+//! [`Proxy`] is the tower `Service` hyper calls for every request of a client connection. Its
+//! future ([`handle`]) is the whole exchange, one step per module, in Envoy's filter order:
+//!
+//! 1. metrics: active requests, then count and duration per served endpoint, code and
+//!    `retried` ([`handle`]);
+//! 2. router: Host → virtual host → first matching route of the current table snapshot (404
+//!    when none), redirects and direct responses, weighted destination, rewrites, header
+//!    operations, `x-forwarded-for` ([`route`]);
+//! 3. CORS: preflights from allowed origins answered, CORS headers on responses ([`cors`]);
+//! 4. fault injection: delays and aborts for a percentage of requests ([`fault`]);
+//! 5. route timeout over every try: 504 ([`route`]);
+//! 6. retries per `retryOn` with jittered exponential back-off ([`retry`]);
+//! 7. per try: load balancing (skipping ejected endpoints), connection-pool limits (503 with
+//!    `x-envoy-overloaded`), per-try timeout, the upstream client, outlier-detection
+//!    bookkeeping ([`balance`], [`pool`], [`upstream`]).
+//!
+//! The steps hand each other plain values (the matched route, the chosen endpoint, who answered
+//! and why) rather than boxed futures and request extensions: a request costs one allocation
+//! for its future, and the state every step needs is a field of that future. Every failure is
+//! an HTTP answer (as Envoy gives one), never a dropped connection: the error type is
+//! `Infallible`.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tower::{Service, ServiceBuilder};
+use tokio::time::Instant;
+use tower::Service;
 
 use crate::body::{ReqBody, RespBody};
 use crate::conns::ConnState;
-use crate::metrics::RequestSeries;
+use crate::metrics::{Metrics, RequestSeries};
 use crate::server::Shared;
-use crate::table::{Cluster, Route};
+use crate::table::Cluster;
 
 mod balance;
 mod cors;
 mod fault;
-mod h1;
-mod observe;
+pub(crate) mod h1;
 mod pool;
 mod retry;
 mod route;
-mod timeout;
 mod upstream;
 
 pub(crate) use h1::{Body as H1Body, BodyError as H1BodyError, Pool as H1Pool};
 
+#[cfg(test)]
 pub(crate) type Req = Request<ReqBody>;
 pub(crate) type Resp = Response<RespBody>;
 pub(crate) type ProxyFuture = Pin<Box<dyn Future<Output = Result<Resp, Infallible>> + Send>>;
-
-/// What a layer's `call` returns: its own boxed future, or the inner service's future as it is
-/// when the layer has nothing to do for this request (no allocation, no copy of the request).
-///
-/// Layers do their per-request work in `call`, before they call the inner service, so that
-/// the futures they box hold the inner future and a few words of state, never the request:
-/// the profile of the benchmark showed the copies of request-holding futures into their boxes
-/// as the largest user-space cost after the kernel.
-pub(crate) type LayerFuture<F> = futures::future::Either<ProxyFuture, F>;
-
-/// The inner service every layer wraps. Every service of the stack is always ready (its
-/// `poll_ready` returns `Ready` at once), so layers call their inner service directly.
-pub(crate) trait Next:
-    Service<Req, Response = Resp, Error = Infallible, Future: Send + 'static> + Clone + Send + 'static
-{
-}
-
-impl<T> Next for T where
-    T: Service<Req, Response = Resp, Error = Infallible, Future: Send + 'static>
-        + Clone
-        + Send
-        + 'static
-{
-}
-
-/// A boxed future that answers at once.
-pub(crate) fn answer<F>(resp: Resp) -> LayerFuture<F> {
-    futures::future::Either::Left(Box::pin(std::future::ready(Ok(resp))))
-}
-
-/// The matched route and chosen destination, for the layers below the router.
-#[derive(Clone)]
-pub(crate) struct RouteCtx {
-    pub route: Arc<Route>,
-    pub dest: usize,
-    pub peer: SocketAddr,
-    /// The endpoint the load balancer picked for this try.
-    pub endpoint: Option<usize>,
-}
-
-impl RouteCtx {
-    pub(crate) fn cluster(&self) -> &Arc<Cluster> {
-        &self.route.dests[self.dest].cluster
-    }
-}
 
 /// Why the gateway answered instead of the upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,26 +76,30 @@ pub(crate) enum Failure {
     NoHealthyUpstream,
 }
 
-/// Who answered a request.
-#[derive(Clone)]
-pub(crate) struct Served {
+/// The answer to a request, with who gave it (for the metrics and the retry policy).
+pub(crate) struct Exchange {
+    pub resp: Resp,
+    /// The series the request is counted in: the endpoint's, or the cluster's local one.
     pub series: Arc<RequestSeries>,
+    /// The endpoint that answered (or was picked when the gateway answered for it).
     pub endpoint: Option<usize>,
     pub retried: bool,
+    /// Why the gateway answered instead of the upstream.
     pub failure: Option<Failure>,
 }
 
-/// Asks the upstream client to hand the request's head back with the answer (for a retry).
-#[derive(Clone, Copy)]
-pub(crate) struct ReturnHead;
-
-/// The request's head, handed back with the answer; its extensions are empty.
-#[derive(Clone)]
-pub(crate) struct ReturnedHead(pub Box<http::request::Parts>);
-
-/// Endpoints already tried by this request (bit per endpoint index).
-#[derive(Clone, Copy)]
-pub(crate) struct Tried(pub u64);
+impl Exchange {
+    /// An answer the gateway gave for `cluster` without reaching an endpoint.
+    pub(crate) fn local(resp: Resp, cluster: &Cluster, failure: Option<Failure>) -> Self {
+        Exchange {
+            resp,
+            series: cluster.local_series.clone(),
+            endpoint: None,
+            retried: false,
+            failure,
+        }
+    }
+}
 
 /// A local answer, as Envoy words them.
 pub(crate) fn local_reply(status: StatusCode, body: &'static str) -> Resp {
@@ -165,81 +143,90 @@ pub(crate) fn failure_reply(failure: Failure) -> Resp {
         resp.headers_mut()
             .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
     }
-    resp.extensions_mut().insert(failure);
     resp
 }
 
-/// The proxy's service for one client connection from `peer`.
-pub(crate) fn stack(
+/// What every request of one client connection shares.
+pub(crate) struct ConnCtx {
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    /// Busy (no idle timeout) from a request's head to its response's end.
     conn: Arc<ConnState>,
-) -> impl Service<Request<Incoming>, Response = Resp, Error = Infallible, Future: Send + 'static>
-+ Clone
-+ Send
-+ 'static {
-    ServiceBuilder::new()
-        // The client's body is passed on as a stream (buffered only by the retry layer).
-        .map_request(|r: Request<Incoming>| r.map(ReqBody::from_incoming))
-        // Metrics: active requests; count and duration per served endpoint, code and `retried`.
-        // The connection's idle timeout stops from the request's head to its response's end.
-        .layer(observe::ObserveLayer::new(shared.clone(), conn))
-        // Router: Host → virtual host → first matching route of the current table snapshot
-        // (404 when none); redirects and direct responses; weighted destination; rewrites and
-        // header operations; x-forwarded-for.
-        .layer(route::RouteLayer::new(shared, peer))
-        // CORS: preflights from allowed origins answered here; CORS headers on responses.
-        .layer(cors::CorsLayer)
-        // Fault injection: fixed delays and aborts for a percentage of requests.
-        .layer(fault::FaultLayer)
-        // Route timeout, covering every try: 504.
-        .layer(timeout::TimeoutLayer)
-        // Retries per `retryOn`, with jittered exponential back-off (25 ms base, 250 ms max).
-        .layer(retry::RetryLayer)
-        // Load balancing: pick an endpoint (skipping ejected ones), per-try timeout, outlier
-        // detection bookkeeping.
-        .layer(balance::BalanceLayer)
-        // Connection pool limits (Envoy's circuit breakers): 503 + x-envoy-overloaded on overflow.
-        .layer(pool::PoolLayer)
-        // The upstream HTTP client: keep-alive pool per upstream, HTTP/1.1 or HTTP/2.
-        .service(upstream::Upstream)
+    peer: SocketAddr,
+    /// The peer's address as an `x-forwarded-for` value.
+    peer_ip: HeaderValue,
 }
 
-/// Define a stateless layer and its service type.
-macro_rules! stateless_layer {
-    ($(#[$m:meta])* $layer:ident, $svc:ident) => {
-        $(#[$m])*
-        #[derive(Clone, Copy, Debug, Default)]
-        pub(crate) struct $layer;
+/// The proxy's service for one client connection.
+#[derive(Clone)]
+pub(crate) struct Proxy(Arc<ConnCtx>);
 
-        impl<S> tower::Layer<S> for $layer {
-            type Service = $svc<S>;
-            fn layer(&self, inner: S) -> $svc<S> {
-                $svc { inner }
-            }
-        }
-
-        #[derive(Clone)]
-        pub(crate) struct $svc<S> {
-            inner: S,
-        }
-
-        impl<S: crate::proxy::Next> tower::Service<crate::proxy::Req> for $svc<S> {
-            type Response = crate::proxy::Resp;
-            type Error = std::convert::Infallible;
-            type Future = crate::proxy::LayerFuture<S::Future>;
-
-            fn poll_ready(
-                &mut self,
-                _cx: &mut std::task::Context<'_>,
-            ) -> std::task::Poll<Result<(), Self::Error>> {
-                std::task::Poll::Ready(Ok(()))
-            }
-
-            fn call(&mut self, req: crate::proxy::Req) -> Self::Future {
-                call(&mut self.inner, req)
-            }
-        }
-    };
+impl Proxy {
+    /// The service for a connection from `peer`.
+    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr, conn: Arc<ConnState>) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Proxy(Arc::new(ConnCtx {
+            shared,
+            conn,
+            peer,
+            peer_ip,
+        }))
+    }
 }
-pub(crate) use stateless_layer;
+
+impl Service<Request<Incoming>> for Proxy {
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = ProxyFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> ProxyFuture {
+        let (head, body) = req.into_parts();
+        Box::pin(handle(self.0.clone(), head, body))
+    }
+}
+
+/// Decrements the active-request gauge when the request ends, however it ends.
+struct Active<'a>(&'a Metrics);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One request, from its head to its answer's head.
+///
+/// A plain function returning an `async move` block rather than an `async fn`: an `async fn`
+/// keeps a copy of its arguments for its whole life besides the locals it moves them into, and
+/// the head is the largest of them.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold the arguments twice"
+)]
+fn handle(
+    cx: Arc<ConnCtx>,
+    mut head: http::request::Parts,
+    body: Incoming,
+) -> impl Future<Output = Result<Resp, Infallible>> + Send {
+    async move {
+        let start = Instant::now();
+        let metrics = &*cx.shared.metrics;
+        metrics.active.fetch_add(1, Ordering::Relaxed);
+        let active = Active(metrics);
+        let busy = cx.conn.begin();
+        // Each step borrows the head. The client's body is passed on as a stream (buffered
+        // only for retries).
+        let ex = route::serve(&cx, &mut head, ReqBody::from_incoming(body)).await;
+        let now = Instant::now();
+        let mut resp = ex.resp;
+        ex.series
+            .record(resp.status().as_u16(), ex.retried, now - start, now);
+        drop(active);
+        resp.body_mut().hold(busy);
+        Ok(resp)
+    }
+}

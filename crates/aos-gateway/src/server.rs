@@ -442,8 +442,11 @@ async fn serve_proxy(
         shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
         let guard = ConnGuard(shared.clone());
         let state = conns.add();
-        let svc =
-            TowerToHyperService::new(crate::proxy::stack(shared.clone(), peer, state.clone()));
+        let svc = TowerToHyperService::new(crate::proxy::Proxy::new(
+            shared.clone(),
+            peer,
+            state.clone(),
+        ));
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();

@@ -1,76 +1,75 @@
-//! Load-balancing layer: picks the endpoint of the route's cluster for one try (skipping
-//! ejected endpoints and, when possible, those this request already tried), applies the
-//! per-try timeout, and feeds the outcome to outlier detection.
+//! One try: pick the endpoint of the route's cluster (skipping ejected endpoints and, when
+//! possible, those this request already tried), take a connection-pool slot, send within the
+//! per-try timeout, and feed the outcome to outlier detection.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use futures::future::Either;
+use http::request::Parts;
 
-use super::{
-    Failure, LayerFuture, Next, Req, RouteCtx, Served, Tried, answer, failure_reply,
-    stateless_layer,
-};
-use crate::body::InflightGuard;
-use crate::table::{Outcome, PickCtx};
+use super::{Exchange, Failure, failure_reply, pool, upstream};
+use crate::body::{InflightGuard, ReqBody};
+use crate::table::{Cluster, Outcome, PickCtx};
 
-stateless_layer!(
-    /// Picks an endpoint per try.
-    BalanceLayer,
-    Balance
-);
-
-fn call<S: Next>(inner: &mut S, mut req: Req) -> LayerFuture<S::Future> {
-    let Some(ctx) = req.extensions().get::<RouteCtx>() else {
-        return Either::Right(inner.call(req));
-    };
-    let cluster = ctx.cluster().clone();
-    let per_try_timeout = ctx.route.plan.retry.per_try_timeout;
-    let tried = req.extensions().get::<Tried>().map_or(0, |t| t.0);
+/// Send one try of the request whose head is `parts` to an endpoint of `cluster`. `tried`: the
+/// endpoints earlier tries went to (bit per index); `last`: no try follows (the head may be
+/// consumed).
+pub(crate) async fn try_once(
+    peer: SocketAddr,
+    cluster: &Arc<Cluster>,
+    per_try_timeout: Option<Duration>,
+    parts: &mut Parts,
+    body: ReqBody,
+    tried: u64,
+    last: bool,
+) -> Exchange {
     let pick = cluster.pick(&PickCtx {
-        headers: req.headers(),
-        query: req.uri().query(),
-        peer: ctx.peer,
+        headers: &parts.headers,
+        query: parts.uri.query(),
+        peer,
         tried,
     });
     let Some(i) = pick else {
-        let mut resp = failure_reply(Failure::NoHealthyUpstream);
-        resp.extensions_mut().insert(Served {
-            series: cluster.local_series.clone(),
-            endpoint: None,
-            retried: false,
-            failure: Some(Failure::NoHealthyUpstream),
-        });
-        return answer(resp);
+        let failure = Failure::NoHealthyUpstream;
+        return Exchange::local(failure_reply(failure), cluster, Some(failure));
     };
-    if let Some(c) = req.extensions_mut().get_mut::<RouteCtx>() {
-        c.endpoint = Some(i);
-    }
     let ep = &cluster.endpoints[i];
     ep.state.active.fetch_add(1, Ordering::Relaxed);
     let mut guard = InflightGuard::default();
     guard.endpoint = Some(ep.state.clone());
-    let call = inner.call(req);
-    Either::Left(Box::pin(async move {
-        let mut resp = match per_try_timeout {
-            Some(t) => match tokio::time::timeout(t, call).await {
-                Ok(r) => r?,
-                Err(_) => failure_reply(Failure::PerTryTimeout),
-            },
-            None => call.await?,
-        };
-        let failure = resp.extensions().get::<Failure>().copied();
-        match failure {
-            None => cluster.report(i, Outcome::Status(resp.status().as_u16())),
-            Some(Failure::Overflow) => {}
-            Some(_) => cluster.report(i, Outcome::LocalFailure),
+    let result = match pool::admit(cluster, &mut guard) {
+        pool::Admission::Go => Ok(()),
+        pool::Admission::Overflow => Err(Failure::Overflow),
+        // The rare path, boxed: the request's future stays small.
+        pool::Admission::Wait(wait) => Box::pin(wait.acquire(&mut guard)).await,
+    };
+    let result = match (result, per_try_timeout) {
+        (Err(f), _) => Err(f),
+        (Ok(()), None) => upstream::send(cluster, i, parts, body, last).await,
+        (Ok(()), Some(t)) => tokio::time::timeout(t, upstream::send(cluster, i, parts, body, last))
+            .await
+            .unwrap_or(Err(Failure::PerTryTimeout)),
+    };
+    let (mut resp, failure) = match result {
+        Ok(resp) => {
+            cluster.report(i, Outcome::Status(resp.status().as_u16()));
+            (resp, None)
         }
-        resp.body_mut().attach(guard);
-        resp.extensions_mut().insert(Served {
-            series: cluster.endpoints[i].series.clone(),
-            endpoint: Some(i),
-            retried: false,
-            failure,
-        });
-        Ok(resp)
-    }))
+        Err(f) => {
+            if f != Failure::Overflow {
+                cluster.report(i, Outcome::LocalFailure);
+            }
+            (failure_reply(f), Some(f))
+        }
+    };
+    resp.body_mut().attach(guard);
+    Exchange {
+        resp,
+        series: ep.series.clone(),
+        endpoint: Some(i),
+        retried: false,
+        failure,
+    }
 }

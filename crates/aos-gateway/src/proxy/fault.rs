@@ -1,24 +1,14 @@
-//! Fault injection layer: a fixed delay, then an abort, each for a fraction of requests.
+//! Fault injection: a fixed delay, then an abort, each for a fraction of requests.
 
-use futures::future::Either;
+use std::time::Duration;
 
-use super::{LayerFuture, Next, Req, RouteCtx, answer, local_reply, stateless_layer};
+use http::StatusCode;
 
-stateless_layer!(
-    /// Injects delays and aborts.
-    FaultLayer,
-    Fault
-);
+use crate::plan::FaultPlan;
 
-fn call<S: Next>(inner: &mut S, req: Req) -> LayerFuture<S::Future> {
-    let Some(fault) = req
-        .extensions()
-        .get::<RouteCtx>()
-        .and_then(|c| c.route.plan.fault.as_ref())
-    else {
-        return Either::Right(inner.call(req));
-    };
-    // Both draws are made now: they are independent, as in Envoy's fault filter.
+/// The delay and the abort status for one request. Both draws are made at once: they are
+/// independent, as in Envoy's fault filter.
+pub(crate) fn draw(fault: &FaultPlan) -> (Option<Duration>, Option<StatusCode>) {
     let delay = fault
         .delay
         .filter(|(_, fraction)| *fraction >= 1.0 || rand::random::<f64>() < *fraction)
@@ -27,18 +17,5 @@ fn call<S: Next>(inner: &mut S, req: Req) -> LayerFuture<S::Future> {
         .abort
         .filter(|(_, fraction)| *fraction >= 1.0 || rand::random::<f64>() < *fraction)
         .map(|(status, _)| status);
-    match (delay, abort) {
-        (None, None) => Either::Right(inner.call(req)),
-        (None, Some(status)) => answer(local_reply(status, "fault filter abort")),
-        (Some(delay), abort) => {
-            let mut inner = inner.clone();
-            Either::Left(Box::pin(async move {
-                tokio::time::sleep(delay).await;
-                match abort {
-                    Some(status) => Ok(local_reply(status, "fault filter abort")),
-                    None => inner.call(req).await,
-                }
-            }))
-        }
-    }
+    (delay, abort)
 }

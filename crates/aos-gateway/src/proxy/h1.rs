@@ -46,7 +46,7 @@ use crate::body::ReqBody;
 const MAX_HEADERS: usize = 128;
 /// Largest upstream answer head (Envoy's default header limit is 60 KiB).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Largest chunk-size line or trailer section of a chunked body.
+/// Largest chunk-size line, or trailer line, of a chunked body.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -164,7 +164,7 @@ pub(crate) struct ReturnTo {
 
 /// How one exchange failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ExchangeError {
+pub(crate) enum ExchangeError {
     /// The request could not be written: the upstream cannot have acted on it.
     Unsent,
     /// The connection ended before the first byte of an answer.
@@ -253,15 +253,18 @@ fn encode_head(
 }
 
 /// A parsed answer head.
-struct Head {
-    status: StatusCode,
-    headers: HeaderMap,
-    framing: Framing,
-    keep_alive: bool,
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
 }
 
 /// Parse one answer head from the front of `buf`, consuming it. `Ok(None)`: need more bytes.
-fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ExchangeError> {
+pub(crate) fn parse_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<Head>, ExchangeError> {
     loop {
         match parse_one_head(buf, head_request)? {
             // 100 Continue, 103 Early Hints: the final answer follows. (101 cannot happen: the
@@ -275,10 +278,14 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Ex
 
 /// One head, interim or final, from the front of `buf`.
 fn parse_one_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, ExchangeError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
+    // Slots left uninitialised: httparse writes the ones it fills (4 KiB not zeroed per answer).
+    let mut slots = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD_BYTES => n,
+        Ok(httparse::Status::Complete(_)) => return Err(ExchangeError::Broken),
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(ExchangeError::Broken);
         }
@@ -290,14 +297,15 @@ fn parse_one_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
     let http10 = resp.version == Some(0);
     let base = buf.as_ptr() as usize;
     // Where each line's name and value are, to slice the frozen head afterwards (no allocation).
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    // (The head is at most MAX_HEAD_BYTES long: offsets fit in u32.)
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let count = resp.headers.len();
     for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
         *span = (
-            h.name.as_ptr() as usize - base,
-            h.name.len(),
-            h.value.as_ptr() as usize - base,
-            h.value.len(),
+            (h.name.as_ptr() as usize - base) as u32,
+            h.name.len() as u32,
+            (h.value.as_ptr() as usize - base) as u32,
+            h.value.len() as u32,
         );
     }
     let head = buf.split_to(len).freeze();
@@ -314,11 +322,17 @@ fn parse_one_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
     let mut length: Option<u64> = None;
     let mut close = http10;
     for &(name_at, name_len, at, n) in &spans[..count] {
+        let (name_at, name_len, at, n) =
+            (name_at as usize, name_len as usize, at as usize, n as usize);
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
             .map_err(|_| ExchangeError::Broken)?;
         let value = HeaderValue::from_maybe_shared(head.slice(at..at + n))
             .map_err(|_| ExchangeError::Broken)?;
         if name == header::TRANSFER_ENCODING {
+            // An HTTP/1.0 answer cannot be chunked: its framing is faulty (RFC 9112 §6.1).
+            if http10 {
+                return Err(ExchangeError::Broken);
+            }
             // The last coding decides (RFC 9112 §6.3): chunked or read to the end.
             let v = value.to_str().map_err(|_| ExchangeError::Broken)?;
             chunked = Some(
@@ -329,10 +343,13 @@ fn parse_one_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             continue;
         }
         if name == header::CONTENT_LENGTH {
+            // Digits only (RFC 9110 §8.6): `u64::from_str` would take a leading `+`.
             let v: u64 = value
                 .to_str()
                 .ok()
-                .and_then(|v| v.trim().parse().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok())
                 .ok_or(ExchangeError::Broken)?;
             if length.is_some_and(|l| l != v) {
                 return Err(ExchangeError::Broken);
@@ -474,7 +491,8 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, Failure> {
 }
 
 /// Send `req` to the endpoint over a pooled (or new) connection and return the answer, its
-/// body streaming from the connection, and the request's head (for a retry).
+/// body streaming from the connection, and the request's head (the tests' entry point).
+#[cfg(test)]
 pub(crate) async fn send(
     to: ReturnTo,
     addr: SocketAddr,
@@ -487,7 +505,7 @@ pub(crate) async fn send(
     (result, parts)
 }
 
-async fn send_parts(
+pub(crate) async fn send_parts(
     to: ReturnTo,
     addr: SocketAddr,
     authority: &str,
@@ -577,7 +595,7 @@ async fn send_parts(
 
 /// Where a chunked body's decoder is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Inside a chunk's data, this many bytes left.
@@ -590,9 +608,10 @@ enum Chunk {
 
 /// How an answer body ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     /// This many bytes left.
     Length(u64),
+    /// `Transfer-Encoding: chunked`, at this point of the decoding.
     Chunked(Chunk),
     /// Until the connection closes.
     Close,
@@ -612,6 +631,154 @@ pub(crate) enum BodyError {
     /// Bad chunked encoding.
     #[error("malformed chunked encoding from the upstream")]
     Chunked,
+}
+
+/// What one step of decoding an answer body gives.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Body bytes (never empty); more may follow.
+    Data(Bytes),
+    /// The body's last bytes (never empty): the body ended with them.
+    Last(Bytes),
+    /// The body ended, with no bytes.
+    End,
+    /// The buffer ends inside the body's framing: read more.
+    More,
+}
+
+/// Decode the next piece of an answer body from the front of `buf` (the connection's read
+/// buffer), consuming it and advancing `framing`. `eof`: the connection has ended, nothing
+/// follows what `buf` holds; then the answer is never [`Step::More`] (a body cut short is
+/// [`BodyError::Incomplete`], a body read to the end of the connection ends).
+///
+/// Pure, and the same whatever reads the bytes came in. Chunk-size lines, chunk ends and
+/// trailers are consumed in place; data is split off the buffer without a copy. After an
+/// error the framing is [`Framing::Done`].
+pub(crate) fn decode(
+    framing: &mut Framing,
+    buf: &mut BytesMut,
+    eof: bool,
+) -> Result<Step, BodyError> {
+    let step = decode_step(framing, buf, eof);
+    if step.is_err() {
+        *framing = Framing::Done;
+    }
+    step
+}
+
+fn decode_step(framing: &mut Framing, buf: &mut BytesMut, eof: bool) -> Result<Step, BodyError> {
+    // More bytes needed: an error when none will come.
+    let more = || {
+        if eof {
+            Err(BodyError::Incomplete)
+        } else {
+            Ok(Step::More)
+        }
+    };
+    loop {
+        match *framing {
+            Framing::Done | Framing::Length(0) => {
+                *framing = Framing::Done;
+                return Ok(Step::End);
+            }
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return more();
+                }
+                let n = (buf.len() as u64).min(left);
+                // `n <= buf.len()`: the cast cannot truncate.
+                let data = buf.split_to(n as usize).freeze();
+                return Ok(if n == left {
+                    *framing = Framing::Done;
+                    Step::Last(data)
+                } else {
+                    *framing = Framing::Length(left - n);
+                    Step::Data(data)
+                });
+            }
+            Framing::Close => {
+                if !buf.is_empty() {
+                    return Ok(Step::Data(buf.split().freeze()));
+                }
+                if eof {
+                    *framing = Framing::Done;
+                    return Ok(Step::End);
+                }
+                return Ok(Step::More);
+            }
+            Framing::Chunked(Chunk::Data(left)) => {
+                if buf.is_empty() {
+                    return more();
+                }
+                let n = (buf.len() as u64).min(left);
+                let data = buf.split_to(n as usize).freeze();
+                *framing = Framing::Chunked(if n == left {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left - n)
+                });
+                return Ok(Step::Data(data));
+            }
+            Framing::Chunked(Chunk::DataEnd) => {
+                // CRLF, or a lone LF (tolerated as a line end).
+                match buf[..] {
+                    [b'\n', ..] => buf.advance(1),
+                    [b'\r', b'\n', ..] => buf.advance(2),
+                    [] | [b'\r'] => return more(),
+                    _ => return Err(BodyError::Chunked),
+                }
+                *framing = Framing::Chunked(Chunk::Size);
+            }
+            Framing::Chunked(state @ (Chunk::Size | Chunk::Trailers)) => {
+                let Some(end) = line_end(buf)? else {
+                    return more();
+                };
+                let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+                *framing = Framing::Chunked(match state {
+                    Chunk::Trailers if line.is_empty() => {
+                        buf.advance(end + 1);
+                        *framing = Framing::Done;
+                        return Ok(Step::End);
+                    }
+                    // A trailer line: dropped.
+                    Chunk::Trailers => Chunk::Trailers,
+                    _ => match parse_chunk_size(line) {
+                        Some(0) => Chunk::Trailers,
+                        Some(n) => Chunk::Data(n),
+                        None => return Err(BodyError::Chunked),
+                    },
+                });
+                buf.advance(end + 1);
+            }
+        }
+    }
+}
+
+/// Where the `\n` ending the line at the front of `buf` is, if the line is whole. A line longer
+/// than [`MAX_CHUNK_LINE`] is an error whether its end has arrived or not, so that the answer
+/// does not depend on how the bytes were split into reads; only that much is searched.
+fn line_end(buf: &[u8]) -> Result<Option<usize>, BodyError> {
+    let window = &buf[..buf.len().min(MAX_CHUNK_LINE + 1)];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(i) => Ok(Some(i)),
+        None if buf.len() > MAX_CHUNK_LINE => Err(BodyError::Chunked),
+        None => Ok(None),
+    }
+}
+
+/// The size in a chunk-size line (RFC 9112 §7.1: `1*HEXDIG [BWS ";" extensions]`, the
+/// extensions ignored). At most 15 digits, so no overflow; no sign, no leading blanks.
+fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+    let end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
+    let mut digits = &line[..end];
+    while let [rest @ .., b' ' | b'\t'] = digits {
+        digits = rest;
+    }
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    // Only ASCII hex digits: both conversions succeed.
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
 }
 
 /// An upstream answer's body, read from its connection.
@@ -639,140 +806,41 @@ impl Body {
         self.conn = None;
         Poll::Ready(Some(Err(e)))
     }
-
-    /// One CRLF-terminated line from the buffer (without its end), if whole.
-    fn take_line(conn: &mut Conn) -> Result<Option<BytesMut>, BodyError> {
-        match conn.rbuf.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                let mut line = conn.rbuf.split_to(i + 1);
-                line.truncate(i);
-                if line.last() == Some(&b'\r') {
-                    line.truncate(i - 1);
-                }
-                Ok(Some(line))
-            }
-            None if conn.rbuf.len() > MAX_CHUNK_LINE => Err(BodyError::Chunked),
-            None => Ok(None),
-        }
-    }
-}
-
-fn parse_chunk_size(line: &[u8]) -> Option<u64> {
-    let end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
-    let digits = std::str::from_utf8(&line[..end]).ok()?.trim();
-    if digits.is_empty() || digits.len() > 15 {
-        return None;
-    }
-    u64::from_str_radix(digits, 16).ok()
 }
 
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BodyError;
 
+    /// Read from the socket only when [`decode`] needs more bytes.
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        let mut eof = false;
         loop {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            // Data to hand out, with how much of the body it ends.
-            let step = match this.framing {
-                Framing::Done => return Poll::Ready(None),
-                Framing::Length(0) => {
+            match decode(&mut this.framing, &mut conn.rbuf, eof) {
+                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Step::Last(data)) => {
+                    // The connection goes back before the last bytes are handed on.
+                    this.finish();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Step::End) => {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
-                    if conn.rbuf.is_empty() {
-                        match ready!(conn.poll_fill(cx)) {
-                            Ok(0) => return this.fail(BodyError::Incomplete),
-                            Ok(_) => continue,
-                            Err(e) => return this.fail(e.into()),
-                        }
-                    }
-                    let n = (conn.rbuf.len() as u64).min(left);
-                    let data = conn.rbuf.split_to(n as usize).freeze();
-                    let left = left - n;
-                    this.framing = match this.framing {
-                        Framing::Length(_) => Framing::Length(left),
-                        _ if left == 0 => Framing::Chunked(Chunk::DataEnd),
-                        _ => Framing::Chunked(Chunk::Data(left)),
-                    };
-                    if this.framing == Framing::Length(0) {
-                        this.finish();
-                    }
-                    Some(data)
-                }
-                Framing::Close => {
-                    if conn.rbuf.is_empty() {
-                        match ready!(conn.poll_fill(cx)) {
-                            Ok(0) => {
-                                this.framing = Framing::Done;
-                                this.conn = None;
-                                return Poll::Ready(None);
-                            }
-                            Ok(_) => continue,
-                            Err(e) => return this.fail(e.into()),
-                        }
-                    }
-                    Some(conn.rbuf.split().freeze())
-                }
-                Framing::Chunked(Chunk::DataEnd) => {
-                    if conn.rbuf.len() < 2 {
-                        // A lone "\n" is tolerated as the line end.
-                        if conn.rbuf.first() == Some(&b'\n') {
-                            conn.rbuf.advance(1);
-                            this.framing = Framing::Chunked(Chunk::Size);
-                            continue;
-                        }
-                        match ready!(conn.poll_fill(cx)) {
-                            Ok(0) => return this.fail(BodyError::Incomplete),
-                            Ok(_) => continue,
-                            Err(e) => return this.fail(e.into()),
-                        }
-                    }
-                    if &conn.rbuf[..2] == b"\r\n" {
-                        conn.rbuf.advance(2);
-                    } else if conn.rbuf[0] == b'\n' {
-                        conn.rbuf.advance(1);
-                    } else {
-                        return this.fail(BodyError::Chunked);
-                    }
-                    this.framing = Framing::Chunked(Chunk::Size);
-                    None
-                }
-                Framing::Chunked(state @ (Chunk::Size | Chunk::Trailers)) => {
-                    let line = match Body::take_line(conn) {
-                        Ok(Some(line)) => line,
-                        Ok(None) => match ready!(conn.poll_fill(cx)) {
-                            Ok(0) => return this.fail(BodyError::Incomplete),
-                            Ok(_) => continue,
-                            Err(e) => return this.fail(e.into()),
-                        },
-                        Err(e) => return this.fail(e),
-                    };
-                    if state == Chunk::Trailers {
-                        if line.is_empty() {
-                            this.finish();
-                            return Poll::Ready(None);
-                        }
-                        continue;
-                    }
-                    match parse_chunk_size(&line) {
-                        Some(0) => this.framing = Framing::Chunked(Chunk::Trailers),
-                        Some(n) => this.framing = Framing::Chunked(Chunk::Data(n)),
-                        None => return this.fail(BodyError::Chunked),
-                    }
-                    None
-                }
-            };
-            match step {
-                Some(data) if !data.is_empty() => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                _ => continue,
+                // `decode` never asks for more once told of the end: this loop ends.
+                Ok(Step::More) => match ready!(conn.poll_fill(cx)) {
+                    Ok(0) => eof = true,
+                    Ok(_) => {}
+                    Err(e) => return this.fail(e.into()),
+                },
+                Err(e) => return this.fail(e),
             }
         }
     }
@@ -873,6 +941,19 @@ mod tests {
             .is_err()
         );
         assert!(head("garbage\r\n\r\n", false).is_err());
+        // Digits only in content-length; no chunked HTTP/1.0 answer (RFC 9112 §6.1).
+        for faulty in [
+            "HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        ] {
+            assert!(head(faulty, false).is_err(), "{faulty:?}");
+        }
+        let over = format!(
+            "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 0\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        assert!(head(&over, false).is_err(), "a head longer than the limit");
     }
 
     #[test]
@@ -1052,12 +1133,171 @@ mod tests {
         assert_eq!(state.h1.idle_count(), 0);
     }
 
+    #[tokio::test]
+    async fn close_delimited_bodies_and_bodies_with_bytes_after_them_are_not_pooled() {
+        let cases: [(&'static [u8], &[u8]); 2] = [
+            (b"HTTP/1.1 200 OK\r\n\r\nto the end", b"to the end"),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nEXTRA",
+                b"ok",
+            ),
+        ];
+        for (answer, want) in cases {
+            // The upstream closes after its answer.
+            let addr = raw_upstream(vec![answer]).await;
+            let state = std::sync::Arc::new(crate::table::EndpointState::default());
+            let to = ReturnTo {
+                pool: state.clone(),
+                idle_timeout: Duration::from_secs(60),
+            };
+            let resp = send(to, addr, "ep", Duration::from_secs(1), get())
+                .await
+                .0
+                .unwrap();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], want);
+            assert_eq!(state.h1.idle_count(), 0);
+        }
+    }
+
     #[test]
     fn chunk_sizes() {
         assert_eq!(parse_chunk_size(b"1a"), Some(26));
         assert_eq!(parse_chunk_size(b"0;ext=1"), Some(0));
+        assert_eq!(parse_chunk_size(b"A \t;ext"), Some(10));
+        assert_eq!(parse_chunk_size(b"fffffffffffffff"), Some((1 << 60) - 1));
         assert_eq!(parse_chunk_size(b""), None);
         assert_eq!(parse_chunk_size(b"zz"), None);
+        assert_eq!(parse_chunk_size(b";x"), None);
         assert_eq!(parse_chunk_size(b"ffffffffffffffffff"), None);
+        // Leniencies of `u64::from_str_radix` and `str::trim` that are not chunk sizes.
+        assert_eq!(parse_chunk_size(b"+5"), None);
+        assert_eq!(parse_chunk_size(b" 5"), None);
+        assert_eq!(parse_chunk_size(b"5\r"), None);
+        assert_eq!(parse_chunk_size("5\u{a0}".as_bytes()), None);
+    }
+
+    /// Decode `input` with `framing` as the whole of what the connection brings after the head,
+    /// in reads of `read` bytes: the body and how many bytes were left after it, or the error.
+    fn decode_all(
+        mut framing: Framing,
+        input: &[u8],
+        read: usize,
+    ) -> Result<(Vec<u8>, usize), BodyError> {
+        let mut buf = BytesMut::new();
+        let mut pieces = input.chunks(read.max(1));
+        let mut body = Vec::new();
+        let mut eof = false;
+        loop {
+            match decode(&mut framing, &mut buf, eof) {
+                Ok(Step::Data(d)) => {
+                    assert!(!d.is_empty());
+                    body.extend_from_slice(&d);
+                }
+                Ok(Step::Last(d)) => {
+                    assert!(!d.is_empty());
+                    body.extend_from_slice(&d);
+                    assert_eq!(framing, Framing::Done);
+                    return Ok((body, buf.len() + pieces.map(<[u8]>::len).sum::<usize>()));
+                }
+                Ok(Step::End) => {
+                    assert_eq!(framing, Framing::Done);
+                    return Ok((body, buf.len() + pieces.map(<[u8]>::len).sum::<usize>()));
+                }
+                Ok(Step::More) => {
+                    assert!(!eof, "more asked for after the end of the connection");
+                    match pieces.next() {
+                        Some(p) => buf.extend_from_slice(p),
+                        None => eof = true,
+                    }
+                }
+                Err(e) => {
+                    assert_eq!(framing, Framing::Done);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bodies_decode_the_same_whatever_the_reads() {
+        let chunked = Framing::Chunked(Chunk::Size);
+        let long_ext = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_LINE));
+        let long_trailer = format!("0\r\nt: {}\r\n\r\n", "v".repeat(MAX_CHUNK_LINE));
+        let max_line = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_LINE - 3));
+        // The framing, the input, and the body with how many bytes are left after it (or
+        // `None`: an error).
+        type Case<'a> = (Framing, &'a [u8], Option<(&'a [u8], usize)>);
+        let cases: Vec<Case<'_>> = vec![
+            (Framing::Length(3), b"abcde", Some((b"abc", 2))),
+            (Framing::Length(3), b"ab", None),
+            (Framing::Length(0), b"x", Some((b"", 1))),
+            (Framing::Close, b"all of it", Some((b"all of it", 0))),
+            (Framing::Close, b"", Some((b"", 0))),
+            (Framing::Done, b"x", Some((b"", 1))),
+            (
+                chunked,
+                b"3;a=b\r\nabc\r\n2\r\nde\r\n0\r\nt: 1\r\n\r\nnext",
+                Some((b"abcde", 4)),
+            ),
+            // Bare LF line ends are tolerated.
+            (chunked, b"3\nabc\n0\n\n", Some((b"abc", 0))),
+            (chunked, b"3\r\nabc\r\n0\r\n", None),
+            (chunked, b"3\r\nabcX\r\n0\r\n\r\n", None),
+            (chunked, b"3\r\nabc\r", None),
+            (chunked, b"x\r\n", None),
+            (chunked, b"", None),
+            (chunked, long_ext.as_bytes(), None),
+            (chunked, long_trailer.as_bytes(), None),
+            (chunked, max_line.as_bytes(), Some((b"x", 0))),
+        ];
+        for (framing, input, want) in cases {
+            for read in [1, 2, 3, 7, input.len()] {
+                let got = decode_all(framing, input, read);
+                match (want, &got) {
+                    (Some((body, left)), Ok((b, l))) => {
+                        assert_eq!(
+                            (&b[..], *l),
+                            (body, left),
+                            "{framing:?} {input:?} in {read}s"
+                        );
+                    }
+                    (None, Err(_)) => {}
+                    _ => panic!("{framing:?} {input:?} in {read}s: {got:?}"),
+                }
+            }
+        }
+    }
+
+    /// Regression: a chunk-size line longer than `MAX_CHUNK_LINE` was accepted when its end came
+    /// in the same read and refused when it did not.
+    #[test]
+    fn a_long_chunk_line_is_refused_even_when_whole() {
+        let input = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(2 * MAX_CHUNK_LINE));
+        let mut buf = BytesMut::from(input.as_bytes());
+        let mut framing = Framing::Chunked(Chunk::Size);
+        assert!(matches!(
+            decode(&mut framing, &mut buf, false),
+            Err(BodyError::Chunked)
+        ));
+        assert_eq!(framing, Framing::Done);
+    }
+
+    /// Regression: garbage where a chunk's CRLF belongs was only noticed once a second byte came.
+    #[test]
+    fn garbage_after_chunk_data_fails_at_once() {
+        let mut buf = BytesMut::from(&b"x"[..]);
+        let mut framing = Framing::Chunked(Chunk::DataEnd);
+        assert!(matches!(
+            decode(&mut framing, &mut buf, false),
+            Err(BodyError::Chunked)
+        ));
+        let mut buf = BytesMut::from(&b"\r"[..]);
+        let mut framing = Framing::Chunked(Chunk::DataEnd);
+        assert_eq!(decode(&mut framing, &mut buf, false).unwrap(), Step::More);
+        assert!(matches!(
+            decode(&mut framing, &mut buf, true),
+            Err(BodyError::Incomplete)
+        ));
     }
 }

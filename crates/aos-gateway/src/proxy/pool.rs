@@ -1,4 +1,4 @@
-//! Connection-pool layer: Envoy's circuit breakers as Istio's `connectionPool` sets them.
+//! Connection-pool limits: Envoy's circuit breakers as Istio's `connectionPool` sets them.
 //! `http2MaxRequests` caps requests in flight to the cluster; for HTTP/1.1 upstreams
 //! `tcp.maxConnections` caps connections (one request each) and `http1MaxPendingRequests` caps
 //! the requests waiting for one. Beyond the limits the request is shed at once with 503 and
@@ -7,19 +7,26 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures::future::Either;
+use tokio::sync::Semaphore;
 
-use super::{
-    Failure, LayerFuture, Next, Req, Resp, RouteCtx, answer, failure_reply, stateless_layer,
-};
+use super::Failure;
 use crate::body::InflightGuard;
-use crate::table::ClusterState;
+use crate::table::{Cluster, ClusterState};
 
-stateless_layer!(
-    /// Enforces connection-pool limits.
-    PoolLayer,
-    Pool
-);
+/// Whether a try may go.
+pub(crate) enum Admission {
+    Go,
+    /// Shed: a limit is reached.
+    Overflow,
+    /// Wait for a connection slot (the queue has room).
+    Wait(Wait),
+}
+
+/// A try waiting for a connection slot; counted as pending until it has one or gives up.
+pub(crate) struct Wait {
+    sem: Arc<Semaphore>,
+    pending: Pending,
+}
 
 /// Counts a request waiting for a connection slot.
 struct Pending(Arc<ClusterState>);
@@ -30,56 +37,56 @@ impl Drop for Pending {
     }
 }
 
-fn overflow(ctx: &RouteCtx) -> Resp {
-    ctx.cluster()
-        .service
-        .overflows
-        .fetch_add(1, Ordering::Relaxed);
-    failure_reply(Failure::Overflow)
+impl Wait {
+    /// Wait for the slot; the guard holds it until the response body ends.
+    pub(crate) async fn acquire(self, guard: &mut InflightGuard) -> Result<(), Failure> {
+        let permit = self
+            .sem
+            .acquire_owned()
+            .await
+            .map_err(|_| Failure::Overflow)?;
+        guard.permit = Some(permit);
+        drop(self.pending);
+        Ok(())
+    }
 }
 
-fn call<S: Next>(inner: &mut S, req: Req) -> LayerFuture<S::Future> {
-    let Some(ctx) = req.extensions().get::<RouteCtx>() else {
-        return Either::Right(inner.call(req));
-    };
-    let cluster = ctx.cluster();
+/// Count the try against the cluster's limits; the guard releases what it took.
+pub(crate) fn admit(cluster: &Cluster, guard: &mut InflightGuard) -> Admission {
     let limits = &cluster.policy.pool;
     let state = &cluster.state;
-    let mut guard = InflightGuard::default();
     let n = state.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
     guard.cluster = Some(state.clone());
     if n > limits.max_requests {
-        return answer(overflow(ctx));
+        return overflow(cluster, guard);
     }
-    if let Some(sem) = &state.connections {
-        match sem.clone().try_acquire_owned() {
-            Ok(p) => guard.permit = Some(p),
-            Err(_) => {
-                // Wait for a connection slot, if the queue has room (the rare path).
-                let waiting = state.pending.fetch_add(1, Ordering::AcqRel) + 1;
-                let pending = Pending(state.clone());
-                if waiting > limits.max_pending_requests {
-                    return answer(overflow(ctx));
-                }
-                let (sem, ctx) = (sem.clone(), ctx.clone());
-                let mut inner = inner.clone();
-                return Either::Left(Box::pin(async move {
-                    match sem.acquire_owned().await {
-                        Ok(p) => guard.permit = Some(p),
-                        Err(_) => return Ok(overflow(&ctx)),
-                    }
-                    drop(pending);
-                    let mut resp = inner.call(req).await?;
-                    resp.body_mut().attach(guard);
-                    Ok(resp)
-                }));
+    let Some(sem) = &state.connections else {
+        return Admission::Go;
+    };
+    match sem.clone().try_acquire_owned() {
+        Ok(p) => {
+            guard.permit = Some(p);
+            Admission::Go
+        }
+        Err(_) => {
+            // Wait for a connection slot, if the queue has room (the rare path).
+            let waiting = state.pending.fetch_add(1, Ordering::AcqRel) + 1;
+            let pending = Pending(state.clone());
+            if waiting > limits.max_pending_requests {
+                drop(pending);
+                return overflow(cluster, guard);
             }
+            Admission::Wait(Wait {
+                sem: sem.clone(),
+                pending,
+            })
         }
     }
-    let fut = inner.call(req);
-    Either::Left(Box::pin(async move {
-        let mut resp = fut.await?;
-        resp.body_mut().attach(guard);
-        Ok(resp)
-    }))
+}
+
+/// Shed the try: it gives its request slot back at once.
+fn overflow(cluster: &Cluster, guard: &mut InflightGuard) -> Admission {
+    guard.release_cluster();
+    cluster.service.overflows.fetch_add(1, Ordering::Relaxed);
+    Admission::Overflow
 }

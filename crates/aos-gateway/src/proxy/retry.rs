@@ -1,4 +1,4 @@
-//! Retry layer with Envoy's semantics: `attempts` retries after the first try, on the
+//! Retries with Envoy's semantics: `attempts` retries after the first try, on the
 //! conditions of `retryOn`, each retry preferring endpoints not tried yet (Istio's
 //! `previous_hosts` predicate), separated by a fully jittered exponential back-off
 //! (25 ms base, 250 ms cap). Overflow and "no healthy upstream" answers are not retried.
@@ -6,28 +6,21 @@
 //! A request body is buffered (up to 64 KiB, Envoy's default buffer limit) so that it can be
 //! sent again; a larger or unknown-length body is streamed and the request is not retried.
 
-use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::future::Either;
-use http::Request;
 use http_body::Body as _;
 use http_body_util::{BodyExt as _, Limited};
 
-use super::{
-    Failure, LayerFuture, Next, Req, Resp, ReturnHead, ReturnedHead, RouteCtx, Served, Tried,
-    stateless_layer,
-};
+use http::request::Parts;
+
+use super::{Exchange, Failure, Resp, balance};
 use crate::body::ReqBody;
 use crate::plan::{RetryOn, RetryPolicy};
-
-stateless_layer!(
-    /// Retries failed tries.
-    RetryLayer,
-    Retry
-);
+use crate::table::Cluster;
 
 /// Largest body buffered for retries.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
@@ -56,14 +49,10 @@ fn grpc_status(resp: &Resp) -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Whether `resp` (the answer to one try) calls for a retry under `policy`.
-pub(crate) fn should_retry(policy: &RetryPolicy, resp: &Resp) -> bool {
+/// Whether `resp` (the answer to one try, given by the gateway when `failure` says why) calls
+/// for a retry under `policy`.
+pub(crate) fn should_retry(policy: &RetryPolicy, resp: &Resp, failure: Option<Failure>) -> bool {
     let on = policy.on;
-    let failure = resp
-        .extensions()
-        .get::<Served>()
-        .and_then(|s| s.failure)
-        .or_else(|| resp.extensions().get::<Failure>().copied());
     if let Some(f) = failure {
         let reset_like =
             on.has(RetryOn::FIVE_XX) || on.has(RetryOn::GATEWAY_ERROR) || on.has(RetryOn::RESET);
@@ -103,125 +92,79 @@ pub(crate) fn should_retry(policy: &RetryPolicy, resp: &Resp) -> bool {
     false
 }
 
-fn copy_request(parts: &http::request::Parts, body: &Option<Bytes>) -> Req {
-    let body = match body {
-        Some(b) if !b.is_empty() => ReqBody::Full(Some(b.clone())),
-        _ => ReqBody::Empty,
-    };
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = parts.uri.clone();
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers.clone();
-    *req.extensions_mut() = parts.extensions.clone();
-    req
-}
-
-fn call<S: Next>(inner: &mut S, req: Req) -> LayerFuture<S::Future> {
-    let retries = req
-        .extensions()
-        .get::<RouteCtx>()
-        .is_some_and(|c| c.route.plan.retry.attempts > 0);
-    if !retries {
-        return Either::Right(inner.call(req));
-    }
-    Either::Left(Box::pin(handle(inner.clone(), req)))
-}
-
-async fn handle<S: Next>(mut inner: S, req: Req) -> Result<Resp, Infallible> {
-    let ctx = req
-        .extensions()
-        .get::<RouteCtx>()
-        .cloned()
-        .expect("checked by call");
-    let policy = &ctx.route.plan.retry;
-    let (parts, body) = req.into_parts();
-    let body: Option<Bytes> = match body {
-        ReqBody::Empty => None,
-        ReqBody::Full(b) => b,
+/// Every try of a request: one when the policy has no retries, else up to `attempts` more
+/// while [`should_retry`] says so. The body is buffered (up to 64 KiB) so that it can be sent
+/// again; each try borrows the head.
+pub(crate) async fn tries(
+    peer: SocketAddr,
+    policy: &RetryPolicy,
+    cluster: &Arc<Cluster>,
+    parts: &mut Parts,
+    body: ReqBody,
+) -> Exchange {
+    let per_try = policy.per_try_timeout;
+    // The body of the first try, when it cannot be sent twice; else the bytes every try sends.
+    // (One call of `try_once` below: each call site would take its own room in this future.)
+    let mut once = None;
+    let mut replay: Option<Bytes> = None;
+    let mut attempts = policy.attempts;
+    match body {
+        body if attempts == 0 => once = Some(body),
+        ReqBody::Empty => {}
+        ReqBody::Full(b) => replay = b,
         ReqBody::Stream(s) => {
             let small = s
                 .size_hint()
                 .upper()
                 .is_some_and(|u| u <= MAX_BUFFERED_BODY);
-            if !small {
-                // Too big (or unknown) to replay: one try, streamed.
-                return inner
-                    .call(Request::from_parts(parts, ReqBody::Stream(s)))
-                    .await;
-            }
-            match Limited::new(s, MAX_BUFFERED_BODY as usize).collect().await {
-                Ok(c) => Some(c.to_bytes()),
-                Err(_) => {
-                    return Ok(super::local_reply(
-                        http::StatusCode::BAD_REQUEST,
-                        "error reading the request body",
-                    ));
+            if small {
+                match Box::pin(Limited::new(s, MAX_BUFFERED_BODY as usize).collect()).await {
+                    Ok(c) => replay = Some(c.to_bytes()),
+                    Err(_) => {
+                        let resp = super::local_reply(
+                            http::StatusCode::BAD_REQUEST,
+                            "error reading the request body",
+                        );
+                        return Exchange::local(resp, cluster, None);
+                    }
                 }
+            } else {
+                // Too big (or unknown) to replay: one try, streamed.
+                once = Some(ReqBody::Stream(s));
+                attempts = 0;
             }
         }
-    };
-    let cluster = ctx.cluster().clone();
-    // The HTTP/1.1 client hands the request's head back with its answer, so a retry needs no
-    // copy made in advance. A per-try timeout drops the try (and the head with it), and hyper's
-    // HTTP/2 client consumes the head: then each try gets a copy.
-    let reclaim = policy.per_try_timeout.is_none() && !cluster.policy.pool.http2;
+    }
     let mut tried = 0u64;
-    let mut parts = Some(parts);
-    for attempt in 0..=policy.attempts {
-        let last = attempt == policy.attempts;
-        let mut req = if last || reclaim {
-            let mut p = parts.take().expect("the parts are here for each try");
-            if attempt > 0 {
-                // Reclaimed heads come back without the gateway's bookkeeping.
-                p.extensions.insert(ctx.clone());
-            }
-            let b = match body.as_ref() {
-                Some(b) if !b.is_empty() => ReqBody::Full(Some(b.clone())),
-                _ => ReqBody::Empty,
-            };
-            Request::from_parts(p, b)
-        } else {
-            copy_request(
-                parts
-                    .as_ref()
-                    .expect("the parts are kept until the last try"),
-                &body,
-            )
+    for attempt in 0..=attempts {
+        let last = attempt == attempts;
+        let b = match (once.take(), replay.as_ref()) {
+            (Some(b), _) => b,
+            (None, Some(b)) if !b.is_empty() => ReqBody::Full(Some(b.clone())),
+            (None, _) => ReqBody::Empty,
         };
-        if tried != 0 {
-            req.extensions_mut().insert(Tried(tried));
-        }
-        if reclaim && !last {
-            req.extensions_mut().insert(ReturnHead);
-        }
-        let mut resp = inner.call(req).await?;
-        if reclaim && !last {
-            parts = resp.extensions_mut().remove::<ReturnedHead>().map(|h| *h.0);
-        }
-        if let Some(i) = resp.extensions().get::<Served>().and_then(|s| s.endpoint)
-            && i < 64
+        // The answer lives in this block only: kept past the back-off's `.await`, it would take
+        // room in this future's state.
         {
-            tried |= 1 << i;
-        }
-        if !last && parts.is_some() && should_retry(policy, &resp) {
+            let mut ex = balance::try_once(peer, cluster, per_try, parts, b, tried, last).await;
+            if let Some(i) = ex.endpoint
+                && i < 64
+            {
+                tried |= 1 << i;
+            }
+            if last || !should_retry(policy, &ex.resp, ex.failure) {
+                ex.retried = attempt > 0;
+                return ex;
+            }
             cluster.service.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 cluster = %cluster.name,
-                status = resp.status().as_u16(),
+                status = ex.resp.status().as_u16(),
                 attempt,
                 "retrying"
             );
-            drop(resp);
-            tokio::time::sleep(backoff(attempt + 1)).await;
-            continue;
         }
-        if attempt > 0
-            && let Some(s) = resp.extensions_mut().get_mut::<Served>()
-        {
-            s.retried = true;
-        }
-        return Ok(resp);
+        Box::pin(tokio::time::sleep(backoff(attempt + 1))).await;
     }
     unreachable!("the last try always returns")
 }
@@ -240,12 +183,9 @@ mod tests {
         }
     }
 
-    fn resp(code: u16, failure: Option<Failure>) -> Resp {
-        let mut r = super::super::local_reply(http::StatusCode::from_u16(code).unwrap(), "");
-        if let Some(f) = failure {
-            r.extensions_mut().insert(f);
-        }
-        r
+    fn resp(code: u16, failure: Option<Failure>) -> (Resp, Option<Failure>) {
+        let r = super::super::local_reply(http::StatusCode::from_u16(code).unwrap(), "");
+        (r, failure)
     }
 
     #[test]
@@ -286,12 +226,21 @@ mod tests {
             ("5xx", resp(503, Some(Failure::NoHealthyUpstream)), false),
         ];
         for (on, r, want) in cases {
-            assert_eq!(should_retry(&policy(on), &r), want, "{on} {}", r.status());
+            assert_eq!(
+                should_retry(&policy(on), &r.0, r.1),
+                want,
+                "{on} {}",
+                r.0.status()
+            );
         }
         // Istio's default policy retries 503s and connect failures, not 500s.
         let d = RetryPolicy::istio_default();
-        assert!(should_retry(&d, &resp(503, None)));
-        assert!(should_retry(&d, &resp(503, Some(Failure::Connect))));
-        assert!(!should_retry(&d, &resp(500, None)));
+        for (r, want) in [
+            (resp(503, None), true),
+            (resp(503, Some(Failure::Connect)), true),
+            (resp(500, None), false),
+        ] {
+            assert_eq!(should_retry(&d, &r.0, r.1), want);
+        }
     }
 }

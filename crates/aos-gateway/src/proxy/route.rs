@@ -1,65 +1,29 @@
-//! Router layer: host and route matching on the current table snapshot.
+//! The router: host and route matching on the current table snapshot, the request's
+//! preparation for the upstream, and the response's header operations.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, StatusCode, Uri};
-use tower::Service;
 
-use super::{Next, ProxyFuture, Req, Resp, RouteCtx, Served, local_reply};
+use http::request::Parts;
+
+use super::{ConnCtx, Exchange, Failure, Resp, cors, failure_reply, fault, local_reply, retry};
+use crate::body::ReqBody;
 use crate::body::RespBody;
 use crate::matcher::StrMatch;
 use crate::plan::{Action, RedirectPlan, RequestMatch};
-use crate::server::Shared;
 use crate::table::Route;
 
-#[derive(Clone)]
-pub(crate) struct RouteLayer {
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    peer_ip: HeaderValue,
-}
-
-impl RouteLayer {
-    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr) -> Self {
-        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
-            .expect("an IP address is a valid header value");
-        RouteLayer {
-            shared,
-            peer,
-            peer_ip,
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for RouteLayer {
-    type Service = Router<S>;
-    fn layer(&self, inner: S) -> Router<S> {
-        Router {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Router<S> {
-    inner: S,
-    layer: RouteLayer,
-}
-
 /// The request's host, lowercase, and the port it names.
-fn request_host(req: &Req) -> (Cow<'_, str>, Option<u16>, &str) {
+fn request_host(req: &Parts) -> (Cow<'_, str>, Option<u16>, &str) {
     let raw = req
-        .headers()
+        .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
     let (host, port) = split_host_port(raw);
     let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -105,11 +69,11 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Option<&'a
 /// Whether one `HTTPMatchRequest` holds for the request.
 pub(crate) fn request_matches(
     m: &RequestMatch,
-    req: &Req,
+    req: &Parts,
     port: Option<u16>,
     authority: &str,
 ) -> bool {
-    let uri = req.uri();
+    let uri = &req.uri;
     if let Some(u) = &m.uri {
         let path = uri.path();
         let ok = if m.ignore_uri_case {
@@ -122,7 +86,7 @@ pub(crate) fn request_matches(
         }
     }
     if let Some(me) = &m.method
-        && !me.matches(req.method().as_str())
+        && !me.matches(req.method.as_str())
     {
         return false;
     }
@@ -142,13 +106,13 @@ pub(crate) fn request_matches(
         return false;
     }
     for (name, sm) in &m.headers {
-        match header_str(req.headers(), name) {
+        match header_str(&req.headers, name) {
             Some(v) if sm.matches(v) => {}
             _ => return false,
         }
     }
     for (name, sm) in &m.without_headers {
-        if header_str(req.headers(), name).is_some_and(|v| sm.matches(v)) {
+        if header_str(&req.headers, name).is_some_and(|v| sm.matches(v)) {
             return false;
         }
     }
@@ -164,7 +128,7 @@ pub(crate) fn request_matches(
 /// The first route whose match list holds, and which of its matches held.
 fn find_route<'a>(
     routes: &'a [Arc<Route>],
-    req: &Req,
+    req: &Parts,
     port: Option<u16>,
     authority: &str,
 ) -> Option<(&'a Arc<Route>, Option<&'a RequestMatch>)> {
@@ -184,7 +148,7 @@ fn find_route<'a>(
     None
 }
 
-fn redirect(plan: &RedirectPlan, req: &Req, raw_host: &str) -> Resp {
+fn redirect(plan: &RedirectPlan, req: &Parts, raw_host: &str) -> Resp {
     let scheme = plan.scheme.as_deref().unwrap_or("http");
     let (host, old_port) = split_host_port(raw_host);
     let host = plan.authority.as_deref().unwrap_or(host);
@@ -194,12 +158,12 @@ fn redirect(plan: &RedirectPlan, req: &Req, raw_host: &str) -> Resp {
         old_port
     });
     let path_and_query = match &plan.uri {
-        Some(u) => match req.uri().query() {
+        Some(u) => match req.uri.query() {
             Some(q) => format!("{u}?{q}"),
             None => u.clone(),
         },
         None => req
-            .uri()
+            .uri
             .path_and_query()
             .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
     };
@@ -217,11 +181,13 @@ fn redirect(plan: &RedirectPlan, req: &Req, raw_host: &str) -> Resp {
 const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
 
-const HOP_BY_HOP: [header::HeaderName; 4] = [
+const HOP_BY_HOP: [header::HeaderName; 6] = [
     header::CONNECTION,
     header::TE,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    header::HeaderName::from_static("keep-alive"),
+    header::HeaderName::from_static("proxy-connection"),
 ];
 
 /// Remove hop-by-hop headers (and those `Connection` names).
@@ -238,34 +204,116 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(h);
         }
     }
-    if headers.contains_key("keep-alive") {
-        headers.remove("keep-alive");
+}
+
+/// What the router made of a request.
+enum Selected {
+    /// Answered by the router itself (no route, redirect, direct response); boxed, so that
+    /// the common outcome is a small value.
+    Answer(Box<Resp>),
+    /// Forward to destination `dest` of `route`.
+    Forward { route: Arc<Route>, dest: usize },
+}
+
+/// Route the request, forward it and apply the route's response header operations.
+pub(crate) async fn serve(cx: &ConnCtx, head: &mut Parts, body: ReqBody) -> Exchange {
+    let (route, dest) = match select(cx, head) {
+        Selected::Answer(resp) => {
+            return Exchange {
+                resp: *resp,
+                series: cx.shared.unknown.clone(),
+                endpoint: None,
+                retried: false,
+                failure: None,
+            };
+        }
+        Selected::Forward { route, dest } => (route, dest),
+    };
+    let cluster = &route.dests[dest].cluster;
+    let cors = route.plan.cors.as_ref();
+    // Only small values live across the `.await` below: they are part of the request's future.
+    let check = cors.map_or(cors::Check::Pass, |policy| cors::check(policy, head));
+    let (mut ex, origin) = match (check, cors) {
+        (cors::Check::Preflight(origin), Some(policy)) => (
+            Exchange::local(cors::preflight(policy, origin), cluster, None),
+            None,
+        ),
+        (cors::Check::Allowed(origin), _) => {
+            (forward(cx, &route, dest, head, body).await, Some(origin))
+        }
+        _ => (forward(cx, &route, dest, head, body).await, None),
+    };
+    if let (Some(origin), Some(policy)) = (origin, cors) {
+        cors::decorate(policy, origin, ex.resp.headers_mut());
     }
-    if headers.contains_key("proxy-connection") {
-        headers.remove("proxy-connection");
+    strip_hop_by_hop(ex.resp.headers_mut());
+    route.plan.headers.response.apply(ex.resp.headers_mut());
+    route.dests[dest]
+        .headers
+        .response
+        .apply(ex.resp.headers_mut());
+    ex
+}
+
+/// Fault injection, then every try within the route timeout.
+async fn forward(
+    cx: &ConnCtx,
+    route: &Route,
+    dest: usize,
+    head: &mut Parts,
+    body: ReqBody,
+) -> Exchange {
+    let cluster = &route.dests[dest].cluster;
+    if let Some(plan) = &route.plan.fault {
+        let (delay, abort) = fault::draw(plan);
+        if let Some(delay) = delay {
+            // Boxed, as every rare wait of the request path: the request's future stays small.
+            Box::pin(tokio::time::sleep(delay)).await;
+        }
+        if let Some(status) = abort {
+            return Exchange::local(local_reply(status, "fault filter abort"), cluster, None);
+        }
+    }
+    let policy = &route.plan.retry;
+    // Each branch makes its own future: a future made before the `match` would take room in
+    // this one's state twice (as itself and inside the timeout).
+    match route.plan.timeout {
+        None => retry::tries(cx.peer, policy, cluster, head, body).await,
+        // The route timeout covers every try (Istio: disabled unless set): 504.
+        Some(t) => {
+            match tokio::time::timeout(t, retry::tries(cx.peer, policy, cluster, head, body)).await
+            {
+                Ok(ex) => ex,
+                Err(_) => Exchange::local(
+                    failure_reply(Failure::Timeout),
+                    cluster,
+                    Some(Failure::Timeout),
+                ),
+            }
+        }
     }
 }
 
-fn ready(resp: Resp) -> ProxyFuture {
-    Box::pin(std::future::ready(Ok(resp)))
-}
-
-fn handle<S: Next>(inner: &mut S, layer: &RouteLayer, mut req: Req) -> ProxyFuture {
-    let table = layer.shared.table.load();
+/// Match the request to a route and prepare it for the upstream: rewrites, header operations,
+/// `Host`, `x-forwarded-for` and `x-forwarded-proto`, hop-by-hop headers removed.
+fn select(cx: &ConnCtx, req: &mut Parts) -> Selected {
+    let table = cx.shared.table.load();
     let (route, matched, missing_host) = {
-        let (host, port, raw) = request_host(&req);
+        let (host, port, raw) = request_host(req);
         let Some(vh) = table.vhost(&host) else {
-            return ready(local_reply(StatusCode::NOT_FOUND, ""));
+            return Selected::Answer(Box::new(local_reply(StatusCode::NOT_FOUND, "")));
         };
-        let Some((route, matched)) = find_route(&vh.routes, &req, port, raw) else {
-            return ready(local_reply(StatusCode::NOT_FOUND, ""));
+        let Some((route, matched)) = find_route(&vh.routes, req, port, raw) else {
+            return Selected::Answer(Box::new(local_reply(StatusCode::NOT_FOUND, "")));
         };
         match &route.plan.action {
-            Action::Redirect(plan) => return ready(redirect(plan, &req, raw)),
+            Action::Redirect(plan) => {
+                return Selected::Answer(Box::new(redirect(plan, req, raw)));
+            }
             Action::Direct { status, body } => {
                 let mut resp = Resp::new(RespBody::full(body.clone()));
                 *resp.status_mut() = *status;
-                return ready(resp);
+                return Selected::Answer(Box::new(resp));
             }
             Action::Route(_) => {}
         }
@@ -274,7 +322,7 @@ fn handle<S: Next>(inner: &mut S, layer: &RouteLayer, mut req: Req) -> ProxyFutu
             _ => None,
         };
         // HTTP/2 clients send :authority, HTTP/1.1 upstreams need Host.
-        let missing_host = if req.headers().contains_key(header::HOST) {
+        let missing_host = if req.headers.contains_key(header::HOST) {
             None
         } else {
             HeaderValue::from_str(raw).ok()
@@ -300,24 +348,25 @@ fn handle<S: Next>(inner: &mut S, layer: &RouteLayer, mut req: Req) -> ProxyFutu
             .unwrap_or(0)
     };
 
-    // The request to the upstream.
-    let headers = req.headers_mut();
+    // The upstream needs none of hyper's request extensions.
+    req.extensions.clear();
+    let headers = &mut req.headers;
     strip_hop_by_hop(headers);
     if let Some(h) = missing_host {
         headers.insert(header::HOST, h);
     }
     match headers.get(X_FORWARDED_FOR) {
         Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + layer.peer_ip.len());
+            let mut v = Vec::with_capacity(prev.len() + 2 + cx.peer_ip.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(layer.peer_ip.as_bytes());
+            v.extend_from_slice(cx.peer_ip.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&v) {
                 headers.insert(X_FORWARDED_FOR, v);
             }
         }
         None => {
-            headers.insert(X_FORWARDED_FOR, layer.peer_ip.clone());
+            headers.insert(X_FORWARDED_FOR, cx.peer_ip.clone());
         }
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
@@ -325,10 +374,10 @@ fn handle<S: Next>(inner: &mut S, layer: &RouteLayer, mut req: Req) -> ProxyFutu
     }
     if let Some(rw) = &route.plan.rewrite {
         if let Some(a) = &rw.authority {
-            req.headers_mut().insert(header::HOST, a.clone());
+            req.headers.insert(header::HOST, a.clone());
         }
         if let Some(new) = &rw.uri {
-            let path = req.uri().path();
+            let path = req.uri.path();
             let rest = match matched {
                 Some(n) if n <= path.len() => &path[n..],
                 _ => "",
@@ -337,59 +386,22 @@ fn handle<S: Next>(inner: &mut S, layer: &RouteLayer, mut req: Req) -> ProxyFutu
             if pq.is_empty() {
                 pq.push('/');
             }
-            if let Some(q) = req.uri().query() {
+            if let Some(q) = req.uri.query() {
                 pq.push('?');
                 pq.push_str(q);
             }
             if let Ok(pq) = PathAndQuery::try_from(pq) {
-                let mut parts = req.uri().clone().into_parts();
+                let mut parts = req.uri.clone().into_parts();
                 parts.path_and_query = Some(pq);
                 if let Ok(uri) = Uri::from_parts(parts) {
-                    *req.uri_mut() = uri;
+                    req.uri = uri;
                 }
             }
         }
     }
-    route.plan.headers.request.apply(req.headers_mut());
-    route.dests[dest].headers.request.apply(req.headers_mut());
-
-    req.extensions_mut().insert(RouteCtx {
-        route: route.clone(),
-        dest,
-        peer: layer.peer,
-        endpoint: None,
-    });
-    let fut = inner.call(req);
-    Box::pin(async move {
-        let mut resp = fut.await?;
-        strip_hop_by_hop(resp.headers_mut());
-        route.plan.headers.response.apply(resp.headers_mut());
-        route.dests[dest].headers.response.apply(resp.headers_mut());
-        if resp.extensions().get::<Served>().is_none() {
-            let series = route.dests[dest].cluster.local_series.clone();
-            resp.extensions_mut().insert(Served {
-                series,
-                endpoint: None,
-                retried: false,
-                failure: None,
-            });
-        }
-        Ok(resp)
-    })
-}
-
-impl<S: Next> Service<Req> for Router<S> {
-    type Response = Resp;
-    type Error = Infallible;
-    type Future = ProxyFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Req) -> ProxyFuture {
-        handle(&mut self.inner, &self.layer, req)
-    }
+    route.plan.headers.request.apply(&mut req.headers);
+    route.dests[dest].headers.request.apply(&mut req.headers);
+    Selected::Forward { route, dest }
 }
 
 #[cfg(test)]

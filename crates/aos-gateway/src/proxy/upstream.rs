@@ -1,4 +1,4 @@
-//! The upstream client: a lean connection pool per endpoint.
+//! The upstream clients: a lean connection pool per endpoint.
 //!
 //! HTTP/1.1: the gateway's own client ([`super::h1`]): idle connections wait in the endpoint's
 //! pool; a request takes the most recently used one (or connects within `connectTimeout`), and
@@ -7,29 +7,20 @@
 //! when closed.
 //! Transport errors become Envoy-style answers carrying a [`Failure`].
 
-use std::convert::Infallible;
 use std::error::Error as _;
 use std::net::SocketAddr;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
-use http::{Uri, Version};
+use http::{Request, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tower::Service;
 
-use super::{
-    Failure, ProxyFuture, Req, Resp, ReturnHead, ReturnedHead, RouteCtx, failure_reply, h1,
-    local_reply,
-};
-use crate::body::RespBody;
+use super::{Failure, Resp, h1};
+use crate::body::{ReqBody, RespBody};
 use crate::table::{Cluster, EndpointState};
-
-/// The last service of the stack.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Upstream;
 
 fn classify(e: &hyper::Error) -> Failure {
     let mut src = e.source();
@@ -49,7 +40,7 @@ async fn send_h2(
     state: &EndpointState,
     addr: SocketAddr,
     authority: &http::uri::Authority,
-    mut req: Req,
+    mut req: Request<ReqBody>,
 ) -> Result<hyper::Response<Incoming>, Failure> {
     let pool = &cluster.policy.pool;
     let mut parts = std::mem::take(req.uri_mut()).into_parts();
@@ -92,73 +83,56 @@ async fn send_h2(
     sender.send_request(req).await.map_err(|e| classify(&e))
 }
 
-impl Service<Req> for Upstream {
-    type Response = Resp;
-    type Error = Infallible;
-    type Future = ProxyFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Req) -> ProxyFuture {
-        let Some(ctx) = req.extensions_mut().remove::<RouteCtx>() else {
-            return Box::pin(async {
-                Ok(local_reply(
-                    http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "no route context",
-                ))
-            });
+/// Send a request to endpoint `i` of `cluster`. The head stays with the caller for another try,
+/// unless this is the `last` try of an HTTP/2 request (hyper's client consumes the head; earlier
+/// tries send a copy).
+pub(crate) async fn send(
+    cluster: &Cluster,
+    i: usize,
+    parts: &mut Parts,
+    mut body: ReqBody,
+    last: bool,
+) -> Result<Resp, Failure> {
+    let ep = &cluster.endpoints[i];
+    let pool = &cluster.policy.pool;
+    let result = if pool.http2 {
+        let req = if last {
+            let head = std::mem::replace(parts, Request::new(()).into_parts().0);
+            Request::from_parts(head, body)
+        } else {
+            copy_request(parts, body)
         };
-        let Some(i) = ctx.endpoint else {
-            return Box::pin(async {
-                Ok(local_reply(
-                    http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "no endpoint picked",
-                ))
-            });
+        // Boxed: the HTTP/2 client's futures would make every request's future larger.
+        Box::pin(send_h2(cluster, &ep.state, ep.addr, &ep.authority, req))
+            .await
+            .map(|r| r.map(RespBody::stream))
+    } else {
+        let to = h1::ReturnTo {
+            pool: ep.state.clone(),
+            idle_timeout: pool.idle_timeout,
         };
-        let return_head = req.extensions().get::<ReturnHead>().is_some();
-        // The upstream needs none of the gateway's bookkeeping.
-        req.extensions_mut().clear();
-        Box::pin(async move {
-            let cluster = ctx.cluster();
-            let ep = &cluster.endpoints[i];
-            let pool = &cluster.policy.pool;
-            let mut head = None;
-            let result = if pool.http2 {
-                Box::pin(send_h2(cluster, &ep.state, ep.addr, &ep.authority, req))
-                    .await
-                    .map(|r| r.map(RespBody::stream))
-            } else {
-                let to = h1::ReturnTo {
-                    pool: ep.state.clone(),
-                    idle_timeout: pool.idle_timeout,
-                };
-                let (result, parts) = h1::send(
-                    to,
-                    ep.addr,
-                    ep.authority.as_str(),
-                    pool.connect_timeout,
-                    req,
-                )
-                .await;
-                if return_head {
-                    head = Some(ReturnedHead(Box::new(parts)));
-                }
-                result.map(|r| r.map(RespBody::h1))
-            };
-            let mut resp = match result {
-                Ok(resp) => resp,
-                Err(failure) => {
-                    tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, ?failure, "upstream request failed");
-                    failure_reply(failure)
-                }
-            };
-            if let Some(head) = head {
-                resp.extensions_mut().insert(head);
-            }
-            Ok(resp)
-        })
+        h1::send_parts(
+            to,
+            ep.addr,
+            ep.authority.as_str(),
+            pool.connect_timeout,
+            parts,
+            &mut body,
+        )
+        .await
+        .map(|r| r.map(RespBody::h1))
+    };
+    if let Err(failure) = result {
+        tracing::debug!(cluster = %cluster.name, endpoint = %ep.addr, ?failure, "upstream request failed");
     }
+    result
+}
+
+fn copy_request(parts: &Parts, body: ReqBody) -> Request<ReqBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
 }
