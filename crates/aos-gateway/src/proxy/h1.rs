@@ -28,16 +28,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::Failure;
 use crate::body::ReqBody;
@@ -67,13 +66,13 @@ impl Conn {
         if !self.rbuf.is_empty() {
             return false;
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
+        // The readiness the reactor last saw, read without registering a waker (`try_io`
+        // calls the closure only when the socket is marked readable).
+        match self.io.try_io(Interest::READABLE, || Ok(())) {
+            Err(_) => true,
             // Readable while idle: the end of the stream, an error, or garbage. Or stale
             // readiness from the last answer: then the read below says "would block".
-            Poll::Ready(Ok(())) => {
+            Ok(()) => {
                 let mut probe = [0u8; 1];
                 matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
@@ -95,7 +94,19 @@ impl Conn {
 
 struct Idle {
     conn: Conn,
-    since: Instant,
+    /// When it went idle, on [`coarse_now`]'s clock.
+    since: Duration,
+}
+
+/// Now on the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`: a read of the vDSO's page,
+/// no timestamp counter; a few milliseconds of resolution, plenty for idle times): the pool
+/// reads the time twice per request.
+fn coarse_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// The idle HTTP/1.1 connections of one endpoint, most recently used last.
@@ -107,11 +118,11 @@ pub(crate) struct Pool {
 impl Pool {
     /// The most recently used idle connection that is still usable.
     fn checkout(&self, idle_timeout: Duration) -> Option<Conn> {
-        let now = Instant::now();
+        let now = coarse_now();
         loop {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let entry = idle.pop_back()?;
-            if now.saturating_duration_since(entry.since) > idle_timeout {
+            if now.saturating_sub(entry.since) > idle_timeout {
                 // The newest is past its idle timeout: so are all the others.
                 let stale = std::mem::take(&mut *idle);
                 drop(idle);
@@ -130,12 +141,12 @@ impl Pool {
     /// oldest when the upstream closed it (upstreams close their longest-idle connections
     /// first; without this, closed sockets would wait for a checkout to reach them).
     fn release(&self, conn: Conn, idle_timeout: Duration) {
-        let now = Instant::now();
+        let now = coarse_now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let mut expired = Vec::new();
         while idle
             .front()
-            .is_some_and(|e| now.saturating_duration_since(e.since) > idle_timeout)
+            .is_some_and(|e| now.saturating_sub(e.since) > idle_timeout)
         {
             expired.extend(idle.pop_front());
         }
@@ -358,12 +369,23 @@ fn parse_one_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         }
         if name == header::CONNECTION {
             let v = value.to_str().unwrap_or("");
+            let mut names_others = false;
             for token in v.split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") && http10 {
-                    close = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    // An HTTP/1.0 connection stays open only when asked to.
+                    if http10 {
+                        close = false;
+                    }
+                } else if !token.is_empty() {
+                    names_others = true;
                 }
+            }
+            // A hop-by-hop header, removed before the answer goes on; kept only when it names
+            // other headers, for the router to remove those too.
+            if !names_others {
+                continue;
             }
         }
         headers.append(name, value);
@@ -1114,6 +1136,31 @@ mod tests {
                 .unwrap_or_else(|f| panic!("request {i}: {f:?}"));
             let body = resp.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_connections_the_upstream_closed_are_not_used_for_requests_that_cannot_be_resent()
+    {
+        let addr = one_answer_per_connection().await;
+        let state = std::sync::Arc::new(crate::table::EndpointState::default());
+        for i in 0..20 {
+            let to = ReturnTo {
+                pool: state.clone(),
+                idle_timeout: Duration::from_secs(60),
+            };
+            let post = http::Request::post("/")
+                .header("host", "ep")
+                .body(ReqBody::Full(Some(Bytes::from_static(b"x"))))
+                .unwrap();
+            let resp = send(to, addr, "ep", Duration::from_secs(1), post)
+                .await
+                .0
+                .unwrap_or_else(|f| panic!("request {i}: {f:?}"));
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+            // The upstream's close reaches the reactor while the connection waits in the pool.
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -192,17 +192,21 @@ const HOP_BY_HOP: [header::HeaderName; 6] = [
 
 /// Remove hop-by-hop headers (and those `Connection` names).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names, no hashing.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION).cloned()
         && let Ok(list) = conn.to_str()
     {
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            headers.remove(name);
+        for name in list.split(',').map(str::trim) {
+            if !name.is_empty() && !name.eq_ignore_ascii_case("close") {
+                headers.remove(name);
+            }
         }
     }
     for h in &HOP_BY_HOP {
-        if headers.contains_key(h) {
-            headers.remove(h);
-        }
+        headers.remove(h);
     }
 }
 
