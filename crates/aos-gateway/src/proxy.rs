@@ -29,6 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -97,6 +98,26 @@ impl Exchange {
             endpoint: None,
             retried: false,
             failure,
+        }
+    }
+}
+
+/// The request's time limits: the route timeout's end, over every try and the back-off between
+/// them (Istio: none unless set), and the per-try timeout. One timer per try serves both.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadlines {
+    pub route: Option<Instant>,
+    pub per_try: Option<Duration>,
+}
+
+impl Deadlines {
+    /// When a try that starts at `now` must have its answer's head, and what its expiry means.
+    pub(crate) fn for_try(&self, now: Instant) -> Option<(Instant, Failure)> {
+        match (self.per_try.map(|t| now + t), self.route) {
+            (Some(p), Some(r)) if r <= p => Some((r, Failure::Timeout)),
+            (Some(p), _) => Some((p, Failure::PerTryTimeout)),
+            (None, Some(r)) => Some((r, Failure::Timeout)),
+            (None, None) => None,
         }
     }
 }
@@ -220,7 +241,7 @@ fn handle(
         let busy = cx.conn.begin();
         // Each step borrows the head. The client's body is passed on as a stream (buffered
         // only for retries).
-        let ex = route::serve(&cx, &mut head, ReqBody::from_incoming(body)).await;
+        let ex = route::serve(&cx, &mut head, ReqBody::from_incoming(body), start).await;
         let now = Instant::now();
         let mut resp = ex.resp;
         ex.series

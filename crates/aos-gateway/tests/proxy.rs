@@ -361,6 +361,30 @@ async fn timeouts_cut_slow_responses_with_504() {
     let r = get(&cl, gw.addr, HOST, "/api/v1/agent-registry").await;
     assert_eq!(r.status, 504);
     assert_eq!(b.hits(), 3);
+
+    // The route timeout covers every try and the back-off between them: with tries of at
+    // most 100 ms and room for 20 of them, the answer still comes at the route's 250 ms.
+    let c = Upstream::start("c", slow(Duration::from_millis(400))).await;
+    gw.apply(seed_like(
+        &[&c],
+        simple_route(json!({
+            "timeout": "250ms",
+            "retries": {"attempts": 20, "perTryTimeout": "100ms", "retryOn": "5xx"},
+        })),
+    ))
+    .await;
+    let t = Instant::now();
+    let r = get(&cl, gw.addr, HOST, "/api/v1/agent-registry").await;
+    let took = t.elapsed();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (504, "upstream request timeout")
+    );
+    assert!(
+        took >= Duration::from_millis(240) && took < Duration::from_millis(450),
+        "{took:?}"
+    );
+    assert!((2..=4).contains(&c.hits()), "{} tries", c.hits());
 }
 
 #[tokio::test]

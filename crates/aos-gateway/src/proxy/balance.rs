@@ -5,21 +5,22 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use http::request::Parts;
+use tokio::time::Instant;
 
 use super::{Exchange, Failure, failure_reply, pool, upstream};
 use crate::body::{InflightGuard, ReqBody};
 use crate::table::{Cluster, Outcome, PickCtx};
 
-/// Send one try of the request whose head is `parts` to an endpoint of `cluster`. `tried`: the
-/// endpoints earlier tries went to (bit per index); `last`: no try follows (the head may be
-/// consumed).
+/// Send one try of the request whose head is `parts` to an endpoint of `cluster`. `deadline`:
+/// when the try must have its answer's head (waiting for a connection slot included), and
+/// the failure its expiry means; `tried`: the endpoints earlier tries went to (bit per index);
+/// `last`: no try follows (the head may be consumed).
 pub(crate) async fn try_once(
     peer: SocketAddr,
     cluster: &Arc<Cluster>,
-    per_try_timeout: Option<Duration>,
+    deadline: Option<(Instant, Failure)>,
     parts: &mut Parts,
     body: ReqBody,
     tried: u64,
@@ -43,14 +44,21 @@ pub(crate) async fn try_once(
         pool::Admission::Go => Ok(()),
         pool::Admission::Overflow => Err(Failure::Overflow),
         // The rare path, boxed: the request's future stays small.
-        pool::Admission::Wait(wait) => Box::pin(wait.acquire(&mut guard)).await,
+        pool::Admission::Wait(wait) => match deadline {
+            Some((at, expired)) => Box::pin(tokio::time::timeout_at(at, wait.acquire(&mut guard)))
+                .await
+                .unwrap_or(Err(expired)),
+            None => Box::pin(wait.acquire(&mut guard)).await,
+        },
     };
-    let result = match (result, per_try_timeout) {
+    let result = match (result, deadline) {
         (Err(f), _) => Err(f),
         (Ok(()), None) => upstream::send(cluster, i, parts, body, last).await,
-        (Ok(()), Some(t)) => tokio::time::timeout(t, upstream::send(cluster, i, parts, body, last))
-            .await
-            .unwrap_or(Err(Failure::PerTryTimeout)),
+        (Ok(()), Some((at, expired))) => {
+            tokio::time::timeout_at(at, upstream::send(cluster, i, parts, body, last))
+                .await
+                .unwrap_or(Err(expired))
+        }
     };
     let (mut resp, failure) = match result {
         Ok(resp) => {

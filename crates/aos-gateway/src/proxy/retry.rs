@@ -17,7 +17,9 @@ use http_body_util::{BodyExt as _, Limited};
 
 use http::request::Parts;
 
-use super::{Exchange, Failure, Resp, balance};
+use tokio::time::Instant;
+
+use super::{Deadlines, Exchange, Failure, Resp, balance, failure_reply};
 use crate::body::ReqBody;
 use crate::plan::{RetryOn, RetryPolicy};
 use crate::table::Cluster;
@@ -93,16 +95,22 @@ pub(crate) fn should_retry(policy: &RetryPolicy, resp: &Resp, failure: Option<Fa
 }
 
 /// Every try of a request: one when the policy has no retries, else up to `attempts` more
-/// while [`should_retry`] says so. The body is buffered (up to 64 KiB) so that it can be sent
-/// again; each try borrows the head.
+/// while [`should_retry`] says so, all within the route timeout (`deadlines`; `start`: when
+/// it began). The body is buffered (up to 64 KiB) so that it can be sent again; each try
+/// borrows the head.
 pub(crate) async fn tries(
     peer: SocketAddr,
     policy: &RetryPolicy,
     cluster: &Arc<Cluster>,
     parts: &mut Parts,
     body: ReqBody,
+    start: Instant,
+    deadlines: Deadlines,
 ) -> Exchange {
-    let per_try = policy.per_try_timeout;
+    let timed_out = || {
+        let failure = Failure::Timeout;
+        Exchange::local(failure_reply(failure), cluster, Some(failure))
+    };
     // The body of the first try, when it cannot be sent twice; else the bytes every try sends.
     // (One call of `try_once` below: each call site would take its own room in this future.)
     let mut once = None;
@@ -118,7 +126,15 @@ pub(crate) async fn tries(
                 .upper()
                 .is_some_and(|u| u <= MAX_BUFFERED_BODY);
             if small {
-                match Box::pin(Limited::new(s, MAX_BUFFERED_BODY as usize).collect()).await {
+                let collect = Limited::new(s, MAX_BUFFERED_BODY as usize).collect();
+                let collected = match deadlines.route {
+                    Some(end) => match Box::pin(tokio::time::timeout_at(end, collect)).await {
+                        Ok(r) => r,
+                        Err(_) => return timed_out(),
+                    },
+                    None => Box::pin(collect).await,
+                };
+                match collected {
                     Ok(c) => replay = Some(c.to_bytes()),
                     Err(_) => {
                         let resp = super::local_reply(
@@ -136,6 +152,7 @@ pub(crate) async fn tries(
         }
     }
     let mut tried = 0u64;
+    let mut try_start = start;
     for attempt in 0..=attempts {
         let last = attempt == attempts;
         let b = match (once.take(), replay.as_ref()) {
@@ -146,7 +163,8 @@ pub(crate) async fn tries(
         // The answer lives in this block only: kept past the back-off's `.await`, it would take
         // room in this future's state.
         {
-            let mut ex = balance::try_once(peer, cluster, per_try, parts, b, tried, last).await;
+            let deadline = deadlines.for_try(try_start);
+            let mut ex = balance::try_once(peer, cluster, deadline, parts, b, tried, last).await;
             if let Some(i) = ex.endpoint
                 && i < 64
             {
@@ -164,7 +182,15 @@ pub(crate) async fn tries(
                 "retrying"
             );
         }
-        Box::pin(tokio::time::sleep(backoff(attempt + 1))).await;
+        let wake = Instant::now() + backoff(attempt + 1);
+        match deadlines.route {
+            Some(end) if end <= wake => {
+                Box::pin(tokio::time::sleep_until(end)).await;
+                return timed_out();
+            }
+            _ => Box::pin(tokio::time::sleep_until(wake)).await,
+        }
+        try_start = Instant::now();
     }
     unreachable!("the last try always returns")
 }

@@ -9,8 +9,9 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, StatusCode, Uri};
 
 use http::request::Parts;
+use tokio::time::Instant;
 
-use super::{ConnCtx, Exchange, Failure, Resp, cors, failure_reply, fault, local_reply, retry};
+use super::{ConnCtx, Deadlines, Exchange, Resp, cors, fault, local_reply, retry};
 use crate::body::ReqBody;
 use crate::body::RespBody;
 use crate::matcher::StrMatch;
@@ -220,7 +221,12 @@ enum Selected {
 }
 
 /// Route the request, forward it and apply the route's response header operations.
-pub(crate) async fn serve(cx: &ConnCtx, head: &mut Parts, body: ReqBody) -> Exchange {
+pub(crate) async fn serve(
+    cx: &ConnCtx,
+    head: &mut Parts,
+    body: ReqBody,
+    start: Instant,
+) -> Exchange {
     let (route, dest) = match select(cx, head) {
         Selected::Answer(resp) => {
             return Exchange {
@@ -242,10 +248,11 @@ pub(crate) async fn serve(cx: &ConnCtx, head: &mut Parts, body: ReqBody) -> Exch
             Exchange::local(cors::preflight(policy, origin), cluster, None),
             None,
         ),
-        (cors::Check::Allowed(origin), _) => {
-            (forward(cx, &route, dest, head, body).await, Some(origin))
-        }
-        _ => (forward(cx, &route, dest, head, body).await, None),
+        (cors::Check::Allowed(origin), _) => (
+            forward(cx, &route, dest, head, body, start).await,
+            Some(origin),
+        ),
+        _ => (forward(cx, &route, dest, head, body, start).await, None),
     };
     if let (Some(origin), Some(policy)) = (origin, cors) {
         cors::decorate(policy, origin, ex.resp.headers_mut());
@@ -266,6 +273,7 @@ async fn forward(
     dest: usize,
     head: &mut Parts,
     body: ReqBody,
+    mut start: Instant,
 ) -> Exchange {
     let cluster = &route.dests[dest].cluster;
     if let Some(plan) = &route.plan.fault {
@@ -273,29 +281,19 @@ async fn forward(
         if let Some(delay) = delay {
             // Boxed, as every rare wait of the request path: the request's future stays small.
             Box::pin(tokio::time::sleep(delay)).await;
+            // The route timeout starts after the fault filter, as in Envoy.
+            start = Instant::now();
         }
         if let Some(status) = abort {
             return Exchange::local(local_reply(status, "fault filter abort"), cluster, None);
         }
     }
     let policy = &route.plan.retry;
-    // Each branch makes its own future: a future made before the `match` would take room in
-    // this one's state twice (as itself and inside the timeout).
-    match route.plan.timeout {
-        None => retry::tries(cx.peer, policy, cluster, head, body).await,
-        // The route timeout covers every try (Istio: disabled unless set): 504.
-        Some(t) => {
-            match tokio::time::timeout(t, retry::tries(cx.peer, policy, cluster, head, body)).await
-            {
-                Ok(ex) => ex,
-                Err(_) => Exchange::local(
-                    failure_reply(Failure::Timeout),
-                    cluster,
-                    Some(Failure::Timeout),
-                ),
-            }
-        }
-    }
+    let deadlines = Deadlines {
+        route: route.plan.timeout.map(|t| start + t),
+        per_try: policy.per_try_timeout,
+    };
+    retry::tries(cx.peer, policy, cluster, head, body, start, deadlines).await
 }
 
 /// Match the request to a route and prepare it for the upstream: rewrites, header operations,
