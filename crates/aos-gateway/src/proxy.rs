@@ -195,6 +195,13 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    fn serve(&self, req: Request<Incoming>) -> ProxyFuture {
+        let (head, body) = req.into_parts();
+        Box::pin(handle(self.0.clone(), head, body))
+    }
+}
+
 impl Service<Request<Incoming>> for Proxy {
     type Response = Resp;
     type Error = Infallible;
@@ -205,8 +212,20 @@ impl Service<Request<Incoming>> for Proxy {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> ProxyFuture {
-        let (head, body) = req.into_parts();
-        Box::pin(handle(self.0.clone(), head, body))
+        self.serve(req)
+    }
+}
+
+/// hyper serves the proxy through this impl rather than hyper-util's `TowerToHyperService`,
+/// which clones the service for every request and drives its future through a `Oneshot` (in
+/// the profile: a clone, a drop and a copy of the request per call).
+impl hyper::service::Service<Request<Incoming>> for Proxy {
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = ProxyFuture;
+
+    fn call(&self, req: Request<Incoming>) -> ProxyFuture {
+        self.serve(req)
     }
 }
 

@@ -13,7 +13,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -442,11 +441,7 @@ async fn serve_proxy(
         shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
         let guard = ConnGuard(shared.clone());
         let state = conns.add();
-        let svc = TowerToHyperService::new(crate::proxy::Proxy::new(
-            shared.clone(),
-            peer,
-            state.clone(),
-        ));
+        let svc = crate::proxy::Proxy::new(shared.clone(), peer, state.clone());
         let conn = builder
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();
