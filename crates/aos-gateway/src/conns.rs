@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::task::AtomicWaker;
@@ -191,6 +191,9 @@ pub(crate) struct Watched<C> {
     /// Starts the connection's graceful shutdown (hyper's `graceful_shutdown`).
     shutdown: fn(Pin<&mut C>),
     stopping: bool,
+    /// The waker last registered: registering again (two atomic operations on every wake-up
+    /// of the connection) is needed only when the task's waker changes.
+    registered: Option<Waker>,
 }
 
 impl<C: Future> Watched<C> {
@@ -200,6 +203,7 @@ impl<C: Future> Watched<C> {
             state,
             shutdown,
             stopping: false,
+            registered: None,
         }
     }
 }
@@ -211,7 +215,16 @@ impl<C: Future> Future for Watched<C> {
         let this = self.get_mut();
         if !this.stopping {
             // Register before looking at the flag: a `stop` set in between still wakes us.
-            this.state.waker.register(cx.waker());
+            // (Only `stop` takes the registered waker, after setting the flag: a waker
+            // registered once stays there until then.)
+            if !this
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                this.state.waker.register(cx.waker());
+                this.registered = Some(cx.waker().clone());
+            }
             if this.state.stop.load(Ordering::Acquire) {
                 this.stopping = true;
                 (this.shutdown)(this.conn.as_mut());

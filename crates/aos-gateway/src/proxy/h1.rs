@@ -49,6 +49,8 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
+/// Largest request buffer a connection keeps for its next request.
+const MAX_KEPT_WRITE_BUFFER: usize = 16 * 1024;
 /// Idle connections kept per endpoint.
 const MAX_IDLE: usize = 1024;
 
@@ -57,6 +59,8 @@ pub(crate) struct Conn {
     io: TcpStream,
     /// Bytes read and not yet consumed.
     rbuf: BytesMut,
+    /// The buffer requests are encoded into, empty between requests.
+    wbuf: Vec<u8>,
 }
 
 impl Conn {
@@ -509,6 +513,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, Failure> {
     Ok(Conn {
         io: connect_tcp(addr, timeout).await?,
         rbuf: BytesMut::with_capacity(READ_CHUNK),
+        wbuf: Vec::with_capacity(512),
     })
 }
 
@@ -537,39 +542,25 @@ pub(crate) async fn send_parts(
 ) -> Result<Response<Body>, Failure> {
     let head_request = parts.method == Method::HEAD;
     let replayable = idempotent(&parts.method, &parts.headers);
-    let mut wire =
-        Vec::with_capacity(256 + body.size_hint().exact().unwrap_or(0).min(65536) as usize);
-    let stream = match body {
-        ReqBody::Empty => {
-            let framing = if announces_empty_body(&parts.method) {
-                ReqFraming::Length(0)
-            } else {
-                ReqFraming::None
-            };
-            encode_head(parts, &framing, authority, &mut wire);
-            None
+    // How the body goes: written with the head (`full`), or streamed after it (`stream`:
+    // chunked or not).
+    let (framing, full, stream) = match body {
+        ReqBody::Empty if announces_empty_body(&parts.method) => {
+            (ReqFraming::Length(0), None, None)
         }
+        ReqBody::Empty => (ReqFraming::None, None, None),
         ReqBody::Full(b) => {
             let b = b.take().unwrap_or_default();
-            encode_head(
-                parts,
-                &ReqFraming::Length(b.len() as u64),
-                authority,
-                &mut wire,
-            );
-            wire.extend_from_slice(&b);
-            None
+            (ReqFraming::Length(b.len() as u64), Some(b), None)
         }
-        ReqBody::Stream(s) => {
-            let framing = match s.size_hint().exact() {
-                Some(n) => ReqFraming::Length(n),
-                None => ReqFraming::Chunked,
-            };
-            let chunked = matches!(framing, ReqFraming::Chunked);
-            encode_head(parts, &framing, authority, &mut wire);
-            Some(chunked)
-        }
+        ReqBody::Stream(s) => match s.size_hint().exact() {
+            Some(n) => (ReqFraming::Length(n), None, Some(false)),
+            None => (ReqFraming::Chunked, None, Some(true)),
+        },
     };
+    // The request's bytes, encoded into the first connection's buffer (no allocation per
+    // request) and kept for a resend on a new connection.
+    let mut wire = Vec::new();
     loop {
         let (mut conn, reused) = match to.pool.h1.checkout(to.idle_timeout) {
             Some(c) => (c, true),
@@ -577,6 +568,13 @@ pub(crate) async fn send_parts(
             // future larger.
             None => (Box::pin(connect(addr, connect_timeout)).await?, false),
         };
+        if wire.is_empty() {
+            wire = std::mem::take(&mut conn.wbuf);
+            encode_head(parts, &framing, authority, &mut wire);
+            if let Some(b) = &full {
+                wire.extend_from_slice(b);
+            }
+        }
         let result = exchange(
             &mut conn,
             &wire,
@@ -586,6 +584,10 @@ pub(crate) async fn send_parts(
         .await;
         match result {
             Ok(head) => {
+                if wire.capacity() <= MAX_KEPT_WRITE_BUFFER {
+                    wire.clear();
+                    conn.wbuf = wire;
+                }
                 let mut resp = Response::new(Body {
                     conn: Some(conn),
                     framing: head.framing,
