@@ -1,7 +1,8 @@
 //! The request path: one future per request that runs each concern in turn.
 //!
-//! [`Proxy`] is the tower `Service` hyper calls for every request of a client connection. Its
-//! future ([`handle`]) is the whole exchange, one step per module, in Envoy's filter order:
+//! [`Proxy`] is the `Service` (tower's and hyper's) hyper calls for every request of a client
+//! connection. Its future ([`handle`]) is the whole exchange, one step per module, in Envoy's
+//! filter order:
 //!
 //! 1. metrics: active requests, then count and duration per served endpoint, code and
 //!    `retried` ([`handle`]);
@@ -10,11 +11,12 @@
 //!    operations, `x-forwarded-for` ([`route`]);
 //! 3. CORS: preflights from allowed origins answered, CORS headers on responses ([`cors`]);
 //! 4. fault injection: delays and aborts for a percentage of requests ([`fault`]);
-//! 5. route timeout over every try: 504 ([`route`]);
-//! 6. retries per `retryOn` with jittered exponential back-off ([`retry`]);
-//! 7. per try: load balancing (skipping ejected endpoints), connection-pool limits (503 with
-//!    `x-envoy-overloaded`), per-try timeout, the upstream client, outlier-detection
-//!    bookkeeping ([`balance`], [`pool`], [`upstream`]).
+//! 5. retries per `retryOn` with jittered exponential back-off ([`retry`]), all within the
+//!    route timeout (504);
+//! 6. per try: load balancing (skipping ejected endpoints), connection-pool limits (503 with
+//!    `x-envoy-overloaded`), the upstream client, outlier-detection bookkeeping ([`balance`],
+//!    [`pool`], [`upstream`]), within the try's deadline: the per-try timeout or the route
+//!    timeout's end, whichever comes first (one timer per try, [`Deadlines`]).
 //!
 //! The steps hand each other plain values (the matched route, the chosen endpoint, who answered
 //! and why) rather than boxed futures and request extensions: a request costs one allocation
