@@ -195,9 +195,8 @@ impl Proxy {
             peer_ip,
         }))
     }
-}
 
-impl Proxy {
+    /// The future of one request (both traits' `call`).
     fn serve(&self, req: Request<Incoming>) -> ProxyFuture {
         let (head, body) = req.into_parts();
         Box::pin(handle(self.0.clone(), head, body))
