@@ -4,16 +4,17 @@
 # - Upstream: nginx (1 worker) serving a 64-byte static file on 127.0.0.1:18000.
 # - Proxies, configured alike: HTTP/1.1 keep-alive on both sides, X-Forwarded-For/-Proto added,
 #   no access log, one worker each:
-#     aos     examples/gateway_bench.rs --threads 1: one current-thread tokio runtime (one
-#             thread serves the listener, the client connections and the upstream connections),
-#             a Service + hand-written Endpoints, no VirtualService: the route is the Service's
-#             own name with Istio's defaults (2 retries on connect-failure/refused-stream/503,
-#             round robin), metrics on (request counter, duration histogram, per-pod rate) :18080
+#     aos     examples/gateway_bench.rs --workers 1: one proxy worker, as
+#             `aos gateway --gateway-workers 1` runs it (one thread with its own event loop
+#             serves the listener, the client connections and the upstream connections; the
+#             configuration and admin port on a second, idle thread), a Service + hand-written
+#             Endpoints, no VirtualService: the route is the Service's own name with Istio's
+#             defaults (2 retries on connect-failure/refused-stream/503, round robin), metrics
+#             on (request counter, duration histogram, per-pod rate)                      :18080
 #     nginx   worker_processes 1; proxy_pass to an upstream block with keepalive         :18081
 #     haproxy nbthread 1; mode http, http-reuse always                                   :18082
-#   `aos gateway` itself runs a multi-thread runtime with one worker per core; with one core
-#   granted (the pinning below), a single-threaded runtime is the fair comparison with nginx's
-#   single worker, and it is what this benchmark measures.
+#   `aos gateway` runs one worker per core by default (as nginx's `worker_processes auto`);
+#   with one core granted (the pinning below), one worker each is the fair comparison.
 # - Load: wrk, 1 thread, $CONNS keep-alive connections, $DURATION after a $WARMUP warm-up.
 #
 # CPU pinning (the machine has 2 cores): the proxy under test runs alone on CPU $PROXY_CPU
@@ -274,7 +275,7 @@ RESULTS=()
 # aos: the Service's own route (Istio's defaults), then the seed-shaped route
 for cfg in aos aos-seed; do
   taskset -c "$PROXY_CPU" "$AOS_BIN" --config "$W/$cfg.yaml" --listen "127.0.0.1:$AOS_PORT" \
-    --admin-listen "127.0.0.1:$AOS_ADMIN" --threads 1 2>"$W/$cfg.log" &
+    --admin-listen "127.0.0.1:$AOS_ADMIN" --workers 1 2>"$W/$cfg.log" &
   AOS_PID=$!
   PIDS+=($AOS_PID)
   measure $cfg $AOS_PORT $AOS_PID $HOST_HEADER

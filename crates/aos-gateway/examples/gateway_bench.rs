@@ -1,12 +1,14 @@
 //! Run the gateway from a static configuration file, without the rest of the platform.
 //!
 //! ```text
-//! gateway_bench --config FILE [--listen ADDR] [--admin-listen ADDR] [--threads N]
+//! gateway_bench --config FILE [--listen ADDR] [--admin-listen ADDR] [--workers N]
 //! ```
 //!
 //! `FILE` is YAML with Services, Endpoints (written by hand, e.g. pointing at 127.0.0.1) and
-//! optionally VirtualServices and DestinationRules. `--threads 1` (the default) runs a
-//! single-threaded runtime, as an nginx or haproxy with one worker. Stops on SIGINT/SIGTERM.
+//! optionally VirtualServices and DestinationRules. `--workers N` (default 1) runs N proxy
+//! workers, as `aos gateway --gateway-workers N` does (one worker: as an nginx or haproxy with
+//! one worker process); the configuration and the admin port run on a single-threaded runtime
+//! of their own, as in `aos gateway`. Stops on SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,12 +25,12 @@ struct Args {
     config: PathBuf,
     listen: SocketAddr,
     admin_listen: SocketAddr,
-    threads: usize,
+    workers: usize,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: gateway_bench --config FILE [--listen ADDR] [--admin-listen ADDR] [--threads N]"
+        "usage: gateway_bench --config FILE [--listen ADDR] [--admin-listen ADDR] [--workers N]"
     );
     std::process::exit(2)
 }
@@ -40,7 +42,7 @@ fn parse_args() -> Args {
         config: PathBuf::new(),
         listen: defaults.listen,
         admin_listen: defaults.admin_listen,
-        threads: 1,
+        workers: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -49,7 +51,7 @@ fn parse_args() -> Args {
             "--config" => config = Some(PathBuf::from(value())),
             "--listen" => args.listen = value().parse().unwrap_or_else(|_| usage()),
             "--admin-listen" => args.admin_listen = value().parse().unwrap_or_else(|_| usage()),
-            "--threads" => args.threads = value().parse().unwrap_or_else(|_| usage()),
+            "--workers" => args.workers = value().parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -73,21 +75,15 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
-    }
-    .expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     let config = GatewayConfig {
         listen: args.listen,
         admin_listen: args.admin_listen,
         drain_grace_seconds: 2,
+        workers: args.workers,
         ..GatewayConfig::default()
     };
     let result = runtime.block_on(async move {

@@ -23,4 +23,7 @@ pub enum GatewayError {
         /// Why.
         source: std::io::Error,
     },
+    /// A proxy worker thread panicked.
+    #[error("a proxy worker thread panicked")]
+    WorkerPanicked,
 }

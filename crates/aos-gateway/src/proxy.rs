@@ -169,6 +169,21 @@ pub(crate) fn failure_reply(failure: Failure) -> Resp {
     resp
 }
 
+thread_local! {
+    /// The proxy worker this thread runs (0 outside workers).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Mark this thread as proxy worker `i`: it keeps its own idle upstream connections.
+pub(crate) fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// The proxy worker this thread runs.
+pub(crate) fn worker() -> usize {
+    WORKER.with(std::cell::Cell::get)
+}
+
 /// What every request of one client connection shares.
 pub(crate) struct ConnCtx {
     shared: Arc<Shared>,

@@ -43,6 +43,11 @@ pub struct GatewayConfig {
     /// on a keep-alive connection) before the gateway closes it (default 60 s; checked once a
     /// second).
     pub idle_timeout_seconds: u64,
+    /// Proxy workers, as nginx's worker processes: threads with a single-threaded runtime
+    /// each, accepting on their own listening socket (`SO_REUSEPORT`: the kernel spreads the
+    /// connections) and keeping their own idle upstream connections. 0 (the default): the
+    /// proxy runs on the caller's runtime. `aos gateway` and `aos up` run one per core.
+    pub workers: usize,
 }
 
 impl Default for GatewayConfig {
@@ -53,6 +58,7 @@ impl Default for GatewayConfig {
             drain_grace_seconds: 10,
             rate_window_seconds: 60,
             idle_timeout_seconds: HEADER_READ_TIMEOUT.as_secs(),
+            workers: 0,
         }
     }
 }
@@ -247,10 +253,48 @@ impl GatewayHandle {
     }
 }
 
+/// Where the proxy accepts connections.
+enum ProxyListener {
+    /// One listener, served on the caller's runtime.
+    Runtime(TcpListener),
+    /// One listening socket per worker, on the same address.
+    Workers(Vec<std::net::TcpListener>),
+}
+
+impl ProxyListener {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            ProxyListener::Runtime(l) => l.local_addr(),
+            ProxyListener::Workers(ls) => ls[0].local_addr(),
+        }
+    }
+}
+
+/// `workers` listening sockets on `addr` with `SO_REUSEPORT` (the first one picks the port
+/// when `addr` has port 0).
+fn bind_reuseport(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let at = listeners.first().map_or(Ok(addr), |l| l.local_addr())?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(at),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(4096)?;
+        listeners.push(socket.into());
+    }
+    Ok(listeners)
+}
+
 /// A gateway with its listeners bound, not yet serving.
 pub struct Gateway {
     config: GatewayConfig,
-    listener: TcpListener,
+    listener: ProxyListener,
     admin: TcpListener,
     shared: Arc<Shared>,
 }
@@ -267,14 +311,18 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// Bind the proxy and admin listeners (port 0 picks a free port).
     pub async fn bind(config: GatewayConfig) -> Result<Gateway, GatewayError> {
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    what: "proxy",
-                    addr: config.listen,
-                    source,
-                })?;
+        let bind_error = |source| GatewayError::Bind {
+            what: "proxy",
+            addr: config.listen,
+            source,
+        };
+        let listener = if config.workers == 0 {
+            ProxyListener::Runtime(TcpListener::bind(config.listen).await.map_err(bind_error)?)
+        } else {
+            ProxyListener::Workers(
+                bind_reuseport(config.listen, config.workers).map_err(bind_error)?,
+            )
+        };
         let admin = TcpListener::bind(config.admin_listen)
             .await
             .map_err(|source| GatewayError::Bind {
@@ -335,7 +383,14 @@ impl Gateway {
         let admin_task = tokio::spawn(serve_admin(admin, shared.clone(), shutdown.clone()));
         let grace = Duration::from_secs(config.drain_grace_seconds);
         let idle = Duration::from_secs(config.idle_timeout_seconds);
-        let result = serve_proxy(listener, shared, shutdown.clone(), grace, idle).await;
+        let result = match listener {
+            ProxyListener::Runtime(l) => {
+                serve_proxy(l, shared, shutdown.clone(), grace, idle).await
+            }
+            ProxyListener::Workers(ls) => {
+                serve_workers(ls, shared, shutdown.clone(), grace, idle).await
+            }
+        };
         shutdown.cancel();
         let _ = config_loop.await;
         let _ = admin_task.await;
@@ -467,6 +522,67 @@ async fn serve_proxy(
     }
     sweeper.abort();
     Ok(())
+}
+
+/// Run one proxy worker per listener, each on its own thread with a single-threaded runtime,
+/// until `shutdown` and their drain; the first error of any is the result.
+async fn serve_workers(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    idle_timeout: Duration,
+) -> Result<(), GatewayError> {
+    let mut running = Vec::with_capacity(listeners.len());
+    for (worker, listener) in listeners.into_iter().enumerate() {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let (shared, stop) = (shared.clone(), shutdown.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("aos-gw-{worker}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| GatewayError::Io {
+                        what: "proxy worker runtime",
+                        source,
+                    })
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            crate::proxy::set_worker(worker);
+                            let listener = TcpListener::from_std(listener).map_err(|source| {
+                                GatewayError::Io {
+                                    what: "proxy",
+                                    source,
+                                }
+                            })?;
+                            serve_proxy(listener, shared, stop, grace, idle_timeout).await
+                        })
+                    });
+                let _ = done.send(result);
+            });
+        if let Err(source) = spawned {
+            // Those started stop with the others' shutdown.
+            shutdown.cancel();
+            return Err(GatewayError::Io {
+                what: "proxy worker thread",
+                source,
+            });
+        }
+        running.push(finished);
+    }
+    let mut result = Ok(());
+    for finished in running {
+        let outcome = finished.await.unwrap_or(Err(GatewayError::WorkerPanicked));
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "a proxy worker stopped");
+            shutdown.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
 }
 
 fn admin_response(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -704,6 +704,73 @@ async fn shutdown_drains_in_flight_requests() {
 }
 
 #[tokio::test]
+async fn proxy_workers_serve_on_one_port_and_drain_on_shutdown() {
+    let ups = [
+        Upstream::start("a", ok()).await,
+        Upstream::start("b", ok()).await,
+        Upstream::start("c", slow(Duration::from_millis(200))).await,
+    ];
+    let refs: Vec<&Upstream> = ups.iter().collect();
+    let mut gw = TestGateway::start_with(
+        seed_like(&refs, simple_route(json!({}))),
+        aos_gateway::GatewayConfig {
+            workers: 3,
+            drain_grace_seconds: 5,
+            ..aos_gateway::GatewayConfig::default()
+        },
+    )
+    .await;
+    let addr = gw.addr;
+    // Many connections (the kernel spreads them over the workers' sockets), each with a few
+    // requests: every one answered, by every upstream.
+    let mut clients = Vec::new();
+    for _ in 0..24 {
+        clients.push(tokio::spawn(async move {
+            let cl = client();
+            let mut answers = Vec::new();
+            for _ in 0..3 {
+                let r = get(&cl, addr, HOST, "/api/v1/agent-registry").await;
+                answers.push((r.status, r.body));
+            }
+            answers
+        }));
+    }
+    let mut answers = Vec::new();
+    for c in clients {
+        answers.extend(c.await.unwrap());
+    }
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert_eq!(count_by_upstream(&answers).len(), 3, "{answers:?}");
+    let text = gw.handle.metrics_text();
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("aos_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            >= 72.0,
+        "{text}"
+    );
+
+    // A request in flight (to the slow upstream) when the shutdown starts is answered; then
+    // every worker is done.
+    gw.apply(seed_like(&refs[2..], simple_route(json!({}))))
+        .await;
+    let in_flight = tokio::spawn(async move {
+        get(&client(), addr, HOST, "/api/v1/agent-registry")
+            .await
+            .status
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gw.shutdown.cancel();
+    assert_eq!(in_flight.await.unwrap(), 200);
+    gw.task.await.unwrap().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "every worker's socket is closed"
+    );
+}
+
+#[tokio::test]
 async fn redirects_rewrites_and_header_operations() {
     let a = Upstream::start("a", ok()).await;
     let gw = TestGateway::start(seed_like(&[&a], json!([

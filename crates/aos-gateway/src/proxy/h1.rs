@@ -113,18 +113,34 @@ fn coarse_now() -> Duration {
     )
 }
 
-/// The idle HTTP/1.1 connections of one endpoint, most recently used last.
-#[derive(Default)]
+/// The idle HTTP/1.1 connections of one endpoint, most recently used last: one list per proxy
+/// worker (a connection stays with the worker whose reactor it is registered with).
 pub(crate) struct Pool {
-    idle: Mutex<VecDeque<Idle>>,
+    shards: Box<[Mutex<VecDeque<Idle>>]>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        static SHARDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let n = *SHARDS
+            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(64)));
+        Pool {
+            shards: (0..n).map(|_| Mutex::default()).collect(),
+        }
+    }
 }
 
 impl Pool {
+    /// This worker's list.
+    fn shard(&self) -> &Mutex<VecDeque<Idle>> {
+        &self.shards[crate::proxy::worker() % self.shards.len()]
+    }
+
     /// The most recently used idle connection that is still usable.
     fn checkout(&self, idle_timeout: Duration) -> Option<Conn> {
         let now = coarse_now();
         loop {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
             let entry = idle.pop_back()?;
             if now.saturating_sub(entry.since) > idle_timeout {
                 // The newest is past its idle timeout: so are all the others.
@@ -146,7 +162,7 @@ impl Pool {
     /// first; without this, closed sockets would wait for a checkout to reach them).
     fn release(&self, conn: Conn, idle_timeout: Duration) {
         let now = coarse_now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
         let mut expired = Vec::new();
         while idle
             .front()
@@ -167,7 +183,10 @@ impl Pool {
     /// Idle connections held.
     #[cfg(test)]
     pub(crate) fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 }
 

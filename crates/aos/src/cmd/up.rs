@@ -58,6 +58,10 @@ pub(crate) struct UpArgs {
     /// Address of the gateway's /metrics and /readyz.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
     pub(crate) gateway_admin_listen: SocketAddr,
+    /// Gateway proxy worker threads, each with its own event loop and listening socket
+    /// (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub(crate) gateway_workers: Option<usize>,
     /// Do not run the node agent (`aos up` then runs the control plane and the gateway; pods
     /// stay Pending until an `aos agent` joins).
     #[arg(long)]
@@ -170,8 +174,12 @@ async fn up(args: UpArgs, mode: Mode) -> anyhow::Result<()> {
     });
 
     if mode == Mode::All {
-        let gateway =
-            crate::cmd::gateway::bind(args.gateway_listen, args.gateway_admin_listen).await?;
+        let gateway = crate::cmd::gateway::bind(
+            args.gateway_listen,
+            args.gateway_admin_listen,
+            crate::cmd::gateway::workers(args.gateway_workers),
+        )
+        .await?;
         let gateway_client = client.clone();
         let gateway_cancel = platform.clone();
         tasks.spawn(async move {
