@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures::StreamExt as _;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -316,6 +317,8 @@ impl Gateway {
             addr: config.listen,
             source,
         };
+        // Each worker keeps its own idle upstream connections.
+        crate::proxy::h1::reserve_pool_shards(config.workers);
         let listener = if config.workers == 0 {
             ProxyListener::Runtime(TcpListener::bind(config.listen).await.map_err(bind_error)?)
         } else {
@@ -571,10 +574,11 @@ async fn serve_workers(
         }
         running.push(finished);
     }
+    // A worker that fails (or panics) stops the others: the gateway ends with its error.
+    let mut running: futures::stream::FuturesUnordered<_> = running.into_iter().collect();
     let mut result = Ok(());
-    for finished in running {
-        let outcome = finished.await.unwrap_or(Err(GatewayError::WorkerPanicked));
-        if let Err(e) = outcome {
+    while let Some(finished) = running.next().await {
+        if let Err(e) = finished.unwrap_or(Err(GatewayError::WorkerPanicked)) {
             tracing::error!(error = %e, "a proxy worker stopped");
             shutdown.cancel();
             if result.is_ok() {

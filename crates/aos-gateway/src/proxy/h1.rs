@@ -119,11 +119,21 @@ pub(crate) struct Pool {
     shards: Box<[Mutex<VecDeque<Idle>>]>,
 }
 
+/// Lists per pool: at least one per proxy worker of any gateway of the process (see
+/// [`reserve_pool_shards`]), and one per core.
+static POOL_SHARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Make pools created from now on keep one list per worker of a gateway with `workers`.
+pub(crate) fn reserve_pool_shards(workers: usize) {
+    POOL_SHARDS.fetch_max(workers.min(1024), std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Default for Pool {
     fn default() -> Self {
-        static SHARDS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let n = *SHARDS
-            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(64)));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
+        let n = POOL_SHARDS
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(cores);
         Pool {
             shards: (0..n).map(|_| Mutex::default()).collect(),
         }
