@@ -45,9 +45,9 @@ pub struct GatewayConfig {
     /// second).
     pub idle_timeout_seconds: u64,
     /// Proxy workers, as nginx's worker processes: threads with a single-threaded runtime
-    /// each, accepting on their own listening socket (`SO_REUSEPORT`: the kernel spreads the
-    /// connections) and keeping their own idle upstream connections. 0 (the default): the
-    /// proxy runs on the caller's runtime. `aos gateway` and `aos up` run one per core.
+    /// each, accepting on the one listening socket and keeping their own idle upstream
+    /// connections. 0 (the default): the proxy runs on the caller's runtime. `aos gateway` and
+    /// `aos up` run one per core.
     pub workers: usize,
 }
 
@@ -258,7 +258,7 @@ impl GatewayHandle {
 enum ProxyListener {
     /// One listener, served on the caller's runtime.
     Runtime(TcpListener),
-    /// One listening socket per worker, on the same address.
+    /// A handle on the listening socket per worker.
     Workers(Vec<std::net::TcpListener>),
 }
 
@@ -271,24 +271,18 @@ impl ProxyListener {
     }
 }
 
-/// `workers` listening sockets on `addr` with `SO_REUSEPORT` (the first one picks the port
-/// when `addr` has port 0).
-fn bind_reuseport(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let at = listeners.first().map_or(Ok(addr), |l| l.local_addr())?;
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(at),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&at.into())?;
-        socket.listen(4096)?;
-        listeners.push(socket.into());
+/// One listening socket on `addr`, and a handle on it for each of `workers`. One bind, not one
+/// `SO_REUSEPORT` socket per worker: a second gateway on the same port fails with "address in
+/// use" instead of silently taking half of the connections. Every worker waiting for events is
+/// woken by a new connection and the first to accept it takes it, so busy workers take fewer.
+fn bind_shared(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = std::net::TcpListener::bind(addr)?;
+    first.set_nonblocking(true)?;
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        listeners.push(first.try_clone()?);
     }
+    listeners.push(first);
     Ok(listeners)
 }
 
@@ -322,9 +316,7 @@ impl Gateway {
         let listener = if config.workers == 0 {
             ProxyListener::Runtime(TcpListener::bind(config.listen).await.map_err(bind_error)?)
         } else {
-            ProxyListener::Workers(
-                bind_reuseport(config.listen, config.workers).map_err(bind_error)?,
-            )
+            ProxyListener::Workers(bind_shared(config.listen, config.workers).map_err(bind_error)?)
         };
         let admin = TcpListener::bind(config.admin_listen)
             .await

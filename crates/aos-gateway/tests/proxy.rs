@@ -721,8 +721,20 @@ async fn proxy_workers_serve_on_one_port_and_drain_on_shutdown() {
     )
     .await;
     let addr = gw.addr;
-    // Many connections (the kernel spreads them over the workers' sockets), each with a few
-    // requests: every one answered, by every upstream.
+    // The port is the first gateway's alone.
+    let second = aos_gateway::Gateway::bind(aos_gateway::GatewayConfig {
+        listen: addr,
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 2,
+        ..aos_gateway::GatewayConfig::default()
+    })
+    .await;
+    assert!(
+        matches!(second, Err(aos_gateway::GatewayError::Bind { .. })),
+        "a second gateway on {addr} must fail"
+    );
+    // Many connections (the workers take them from one socket), each with a few requests:
+    // every one answered, by every upstream.
     let mut clients = Vec::new();
     for _ in 0..24 {
         clients.push(tokio::spawn(async move {
