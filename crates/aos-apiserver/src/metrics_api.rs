@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use aos_types::ResourceType;
 use aos_types::quantity::Quantity;
-use aos_types::selector::{FieldSelector, LabelSelector};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
@@ -34,6 +33,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::nodeproxy::{NodeError, NodeTarget, read_node};
 use crate::objects::{self, decode_kv};
 use crate::query::Query;
+use crate::rest::Selectors;
 use crate::router::{AppState, Labels};
 
 /// The API group.
@@ -303,36 +303,6 @@ async fn scrape_all(state: &AppState, nodes: &[Value]) -> HashMap<String, Summar
 }
 
 // ---------------------------------------------------------------- requests
-
-struct Selectors {
-    label: Option<LabelSelector>,
-    field: Option<FieldSelector>,
-}
-
-impl Selectors {
-    fn parse(rt: &ResourceType, q: &Query) -> ApiResult<Self> {
-        let label = q
-            .label_selector
-            .as_deref()
-            .map(LabelSelector::parse)
-            .transpose()
-            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-        let field = q
-            .field_selector
-            .as_deref()
-            .map(|s| FieldSelector::parse(rt, s))
-            .transpose()
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(Selectors { label, field })
-    }
-
-    fn matches(&self, obj: &Value) -> bool {
-        self.label
-            .as_ref()
-            .is_none_or(|l| l.matches(&objects::labels(obj)))
-            && self.field.as_ref().is_none_or(|f| f.matches(obj))
-    }
-}
 
 fn json_ok(v: &Value) -> Response {
     crate::discovery::json_response(StatusCode::OK, v, "application/json")

@@ -1494,7 +1494,8 @@ pub(crate) struct Selectors {
 }
 
 impl Selectors {
-    pub(crate) fn parse(t: &Target, q: &Query) -> ApiResult<Self> {
+    /// The label and field selectors of a list or watch of `rt`.
+    pub(crate) fn parse(rt: &ResourceType, q: &Query) -> ApiResult<Self> {
         let label = q
             .label_selector
             .as_deref()
@@ -1504,7 +1505,7 @@ impl Selectors {
         let field = q
             .field_selector
             .as_deref()
-            .map(|s| FieldSelector::parse(t.rt, s))
+            .map(|s| FieldSelector::parse(rt, s))
             .transpose()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(Selectors { label, field })
@@ -1552,7 +1553,7 @@ fn decode_continue(token: &str, prefix: &str) -> ApiResult<ContinueToken> {
 }
 
 async fn list(state: &AppState, t: &Target, q: &Query, wants: Wants) -> ApiResult<Response> {
-    let sel = Selectors::parse(t, q)?;
+    let sel = Selectors::parse(t.rt, q)?;
     let prefix = objects::prefix(t.rt, t.ns.as_deref());
     let token = q
         .continue_token
@@ -1668,7 +1669,7 @@ async fn delete_collection(
     q: &Query,
     opts: &DeleteOpts,
 ) -> ApiResult<Response> {
-    let sel = Selectors::parse(t, q)?;
+    let sel = Selectors::parse(t.rt, q)?;
     let prefix = objects::prefix(t.rt, t.ns.as_deref());
     let res = state
         .store

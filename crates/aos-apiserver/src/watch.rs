@@ -155,7 +155,7 @@ pub(crate) async fn serve(
     q: Query,
     wants: Wants,
 ) -> ApiResult<Response> {
-    let sel = Selectors::parse(&t, &q)?;
+    let sel = Selectors::parse(t.rt, &q)?;
     let prefix = objects::prefix(t.rt, t.ns.as_deref());
     let from = match q.resource_version.as_deref() {
         None | Some("0") => None,
