@@ -130,7 +130,11 @@ pub(crate) fn reserve_pool_shards(workers: usize) {
 
 impl Default for Pool {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
+        // Read once: `available_parallelism` reads cgroup files, and a table of thousands of
+        // endpoints makes as many pools.
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores = *CORES
+            .get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(64)));
         let n = POOL_SHARDS
             .load(std::sync::atomic::Ordering::Relaxed)
             .max(cores);
