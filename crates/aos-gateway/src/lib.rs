@@ -1,6 +1,6 @@
 //! The aos gateway: the L7 data plane.
 //!
-//! An HTTP/1.1 and HTTP/2 (h2c) reverse proxy on hyper 1 and tower that routes by Istio's
+//! An HTTP/1.1 and HTTP/2 (h2c) reverse proxy on hyper 1 that routes by Istio's
 //! VirtualServices and DestinationRules over Kubernetes Services and Endpoints, with Istio's
 //! semantics and defaults for retries, timeouts, fault injection, CORS, connection-pool limits,
 //! load balancing and outlier detection, and Istio-style request metrics.

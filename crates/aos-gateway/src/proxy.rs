@@ -1,8 +1,7 @@
 //! The request path: one future per request that runs each concern in turn.
 //!
-//! [`Proxy`] is the `Service` (tower's and hyper's) hyper calls for every request of a client
-//! connection. Its future ([`handle`]) is the whole exchange, one step per module, in Envoy's
-//! filter order:
+//! [`Proxy`] is the hyper `Service` called for every request of a client connection. Its
+//! future ([`handle`]) is the whole exchange, one step per module, in Envoy's filter order:
 //!
 //! 1. metrics: active requests, then count and duration per served endpoint, code and
 //!    `retried` ([`handle`]);
@@ -30,13 +29,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use tower::Service;
 
 use crate::body::{ReqBody, RespBody};
 use crate::conns::ConnState;
@@ -211,30 +208,16 @@ impl Proxy {
         }))
     }
 
-    /// The future of one request (both traits' `call`).
+    /// The future of one request.
     fn serve(&self, req: Request<Incoming>) -> ProxyFuture {
         let (head, body) = req.into_parts();
         Box::pin(handle(self.0.clone(), head, body))
     }
 }
 
-impl Service<Request<Incoming>> for Proxy {
-    type Response = Resp;
-    type Error = Infallible;
-    type Future = ProxyFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> ProxyFuture {
-        self.serve(req)
-    }
-}
-
-/// hyper serves the proxy through this impl rather than hyper-util's `TowerToHyperService`,
-/// which clones the service for every request and drives its future through a `Oneshot` (in
-/// the profile: a clone, a drop and a copy of the request per call).
+/// hyper's `Service`, not tower's: hyper-util's `TowerToHyperService` adapter clones the service
+/// for every request and drives its future through a `Oneshot` (in the profile: a clone, a drop
+/// and a copy of the request per call).
 impl hyper::service::Service<Request<Incoming>> for Proxy {
     type Response = Resp;
     type Error = Infallible;
