@@ -183,10 +183,6 @@ pub(crate) fn ensure(data_dir: &Path, external_hosts: &[String]) -> Result<Pki, 
     });
     let fresh = matches!(&current, Some((sans, not_after)) if *sans == wanted_sans && *not_after - now > RENEW_DAYS * 86_400);
     if !fresh || !crt.exists() || !key_path.exists() {
-        let ca_key_pem = fs::read_to_string(&ca_key).map_err(io_err(&ca_key))?;
-        let ca_keypair = KeyPair::from_pem(&ca_key_pem).map_err(pki_err)?;
-        let issuer = Issuer::new(ca_params(), ca_keypair);
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki_err)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "aos-apiserver");
@@ -203,13 +199,7 @@ pub(crate) fn ensure(data_dir: &Path, external_hosts: &[String]) -> Result<Pki, 
             KeyUsagePurpose::KeyEncipherment,
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let (y, m, d) = ymd(-1);
-        params.not_before = rcgen::date_time_ymd(y, m, d);
-        let (y, m, d) = ymd(SERVING_DAYS);
-        params.not_after = rcgen::date_time_ymd(y, m, d);
-        let cert = params.signed_by(&key, &issuer).map_err(pki_err)?;
-        write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_atomic(&crt, cert.pem().as_bytes(), 0o644)?;
+        issue_leaf(&ca_key, params, &key_path, &crt, 0o644)?;
         let not_after = now + SERVING_DAYS * 86_400;
         write_atomic(
             &sans_path,
@@ -256,6 +246,31 @@ fn load_identity(crt: &Path, key_path: &Path) -> Result<ClientIdentity, ApiServe
     Ok(ClientIdentity { chain, key })
 }
 
+/// Sign `params` (subject and usages set) with the cluster CA whose key is at `ca_key`, valid
+/// from yesterday for `SERVING_DAYS`, and write a new key (mode 0600) and the certificate
+/// (`crt_mode`).
+fn issue_leaf(
+    ca_key: &Path,
+    mut params: CertificateParams,
+    key_path: &Path,
+    crt: &Path,
+    crt_mode: u32,
+) -> Result<(), ApiServerError> {
+    let ca_key_pem = fs::read_to_string(ca_key).map_err(io_err(ca_key))?;
+    let issuer = Issuer::new(
+        ca_params(),
+        KeyPair::from_pem(&ca_key_pem).map_err(pki_err)?,
+    );
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki_err)?;
+    let (y, m, d) = ymd(-1);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    let (y, m, d) = ymd(SERVING_DAYS);
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let cert = params.signed_by(&key, &issuer).map_err(pki_err)?;
+    write_atomic(key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    write_atomic(crt, cert.pem().as_bytes(), crt_mode)
+}
+
 /// Load, or issue (first start, a new CA, or near expiry), the client certificate the
 /// API server presents to node agents: CN `aos:apiserver`, clientAuth, signed by the CA.
 fn ensure_node_client(dir: &Path, new_ca: bool) -> Result<ClientIdentity, ApiServerError> {
@@ -270,24 +285,13 @@ fn ensure_node_client(dir: &Path, new_ca: bool) -> Result<ClientIdentity, ApiSer
         .and_then(|s| s.trim().parse::<i64>().ok())
         .is_some_and(|not_after| not_after - now > RENEW_DAYS * 86_400);
     if new_ca || !fresh || !crt.exists() || !key_path.exists() {
-        let ca_key = dir.join("ca.key");
-        let ca_key_pem = fs::read_to_string(&ca_key).map_err(io_err(&ca_key))?;
-        let ca_keypair = KeyPair::from_pem(&ca_key_pem).map_err(pki_err)?;
-        let issuer = Issuer::new(ca_params(), ca_keypair);
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(pki_err)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, NODE_CLIENT_CN);
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let (y, m, d) = ymd(-1);
-        params.not_before = rcgen::date_time_ymd(y, m, d);
-        let (y, m, d) = ymd(SERVING_DAYS);
-        params.not_after = rcgen::date_time_ymd(y, m, d);
-        let cert = params.signed_by(&key, &issuer).map_err(pki_err)?;
-        write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_atomic(&crt, cert.pem().as_bytes(), 0o600)?;
+        issue_leaf(&dir.join("ca.key"), params, &key_path, &crt, 0o600)?;
         let not_after = now + SERVING_DAYS * 86_400;
         write_atomic(&expiry_path, format!("{not_after}\n").as_bytes(), 0o644)?;
         tracing::info!(
