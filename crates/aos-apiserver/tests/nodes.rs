@@ -763,12 +763,14 @@ async fn kubectl_top_reads_the_metrics_api() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let args = ["top", "pod"];
-    let out = tokio::task::block_in_place(|| kubectl(&args));
-    let lines: Vec<Vec<&str>> = out
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    // kubectl's table output as rows of words.
+    let rows = |args: &[&str]| -> Vec<Vec<String>> {
+        tokio::task::block_in_place(|| kubectl(args))
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    };
+    let lines = rows(&["top", "pod"]);
     assert_eq!(
         lines,
         [
@@ -776,13 +778,9 @@ async fn kubectl_top_reads_the_metrics_api() {
             vec!["p1", "2m", "22Mi"],
             vec!["two", "6m", "3Mi"],
         ],
-        "{out}"
+        "{lines:?}"
     );
-    let out = tokio::task::block_in_place(|| kubectl(&["top", "pod", "two", "--containers"]));
-    let lines: Vec<Vec<&str>> = out
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let lines = rows(&["top", "pod", "two", "--containers"]);
     assert_eq!(
         lines,
         [
@@ -790,34 +788,26 @@ async fn kubectl_top_reads_the_metrics_api() {
             vec!["two", "a", "5m", "1Mi"],
             vec!["two", "b", "1m", "2Mi"],
         ],
-        "{out}"
+        "{lines:?}"
     );
-    let out = tokio::task::block_in_place(|| kubectl(&["top", "node"]));
-    let lines: Vec<Vec<&str>> = out
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let lines = rows(&["top", "node"]);
     assert_eq!(
         lines,
         [
             vec!["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"],
             vec!["n1", "250m", "12%", "1024Mi", "25%"]
         ],
-        "{out}"
+        "{lines:?}"
     );
     // kubectl get reads the metrics as Tables.
-    let out = tokio::task::block_in_place(|| kubectl(&["get", "podmetrics", "p1"]));
-    let lines: Vec<Vec<&str>> = out
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let lines = rows(&["get", "podmetrics", "p1"]);
     assert_eq!(
         lines,
         [
             vec!["NAME", "CPU", "MEMORY", "WINDOW"],
             vec!["p1", "1234567n", "22904Ki", "5s"]
         ],
-        "{out}"
+        "{lines:?}"
     );
     // kubectl logs through the same path.
     let out = tokio::task::block_in_place(|| kubectl(&["logs", "p1", "--tail=2"]));
