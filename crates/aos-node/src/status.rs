@@ -434,6 +434,15 @@ mod tests {
     use super::*;
     use aos_sandbox::ExitStatus;
 
+    /// The pod status's condition of type `t`.
+    fn condition(status: &Value, t: &str) -> Value {
+        status["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == t))
+            .unwrap_or_else(|| panic!("no {t} condition in {status}"))
+            .clone()
+    }
+
     fn info(attempt: u32, exit: Option<i32>) -> ContainerInfo {
         let t = jiff::Timestamp::from_second(1_700_000_000).unwrap();
         ContainerInfo {
@@ -565,15 +574,7 @@ mod tests {
         let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
         let st = stopped_status(&last, now);
         assert_eq!(st["phase"], "Running");
-        let cond = |t: &str| {
-            st["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["type"] == t)
-                .unwrap()
-                .clone()
-        };
+        let cond = |t: &str| condition(&st, t);
         assert_eq!(cond("Ready")["status"], "False");
         assert_eq!(cond("Ready")["reason"], "NodeShutdown");
         assert_eq!(cond("ContainersReady")["status"], "False");
@@ -616,15 +617,7 @@ mod tests {
         assert_eq!(s["phase"], "Running");
         assert_eq!(s["podIP"], "10.88.0.2");
         assert_eq!(s["podIPs"][0]["ip"], "10.88.0.2");
-        let cond = |t: &str| {
-            s["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["type"] == t)
-                .unwrap()
-                .clone()
-        };
+        let cond = |t: &str| condition(&s, t);
         assert_eq!(cond("Ready")["status"], "False");
         assert_eq!(cond("Ready")["lastTransitionTime"], "2020-01-01T00:00:00Z");
         assert_eq!(cond("Ready")["reason"], "ContainersNotReady");
